@@ -1,0 +1,1 @@
+"""PyTorch -> Flax converters (no torch import needed)."""
