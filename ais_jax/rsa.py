@@ -1,0 +1,315 @@
+"""Ranks, correlations, similarity matrices and agreement over masks (pure, jit-able).
+
+Every AIS number passes through these kernels; see DESIGN.md sections 1 and 3.
+
+* All kernels are pure functions of arrays, jit-, vmap- and grad-free-safe, with no I/O.
+* Public calls from eager code run in float64 inside a scoped ``jax.enable_x64`` (the caller's
+  global flag is untouched) and are jitted once per input shape. Called on tracers (inside the
+  caller's own ``jit``), the kernels run inline: the caller must then be inside
+  :func:`ais_jax.precision.float64_scope` (the AIS engine is) or pass float32 deliberately.
+* Undefined values (DESIGN.md section 1): a correlation is NaN when either vector is constant
+  within float64 rounding (RMS deviation from its mean <= 1e-12 x its max |value|; an all-zero
+  vector is constant), or fewer than 2 entries are selected. A NaN inside the selected entries
+  makes the result NaN (never silently dropped). Cosine similarity is NaN for an all-zero vector.
+* ``dtype=jnp.float32`` selects the compensated float32 forms for backends without float64
+  (TPU): similarities from half squared distances of unit vectors (exact near 1, where float32
+  rounding of a Gram matrix is as large as the effect), two-pass centring everywhere.
+
+Shapes: ``n`` images, ``D`` embedding size, ``L`` vector length, ``...`` any leading batch axes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ais_jax.precision import PRECISIONS, float64_scope  # noqa: F401  (re-exported)
+from ais_jax.validation import validate_human_similarity  # noqa: F401  (re-exported)
+
+SIMILARITIES = ("pearson", "spearman", "cosine")
+COMPARISONS = ("pearson", "spearman")
+CONSTANT_RTOL = 1e-12
+
+
+def _entry(*static: str):
+  """Public entry: eager calls run jitted in a float64 scope; traced calls run inline."""
+
+  def decorate(fn):
+    jitted = jax.jit(fn, static_argnames=static)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+      leaves = jax.tree_util.tree_leaves((args, kwargs))
+      if any(isinstance(a, jax.core.Tracer) for a in leaves):
+        return fn(*args, **kwargs)
+      with float64_scope():
+        return jitted(*args, **kwargs)
+
+    wrapper.kernel = fn      # the traceable function itself
+    wrapper.jitted = jitted  # for compile-count tests
+    return wrapper
+
+  return decorate
+
+
+def _float(x, dtype):
+  return jnp.asarray(x, dtype=jnp.float64 if dtype is None else dtype)
+
+
+def _check_kind(kind, allowed, what):
+  if kind not in allowed:
+    raise ValueError(f"{what}={kind!r} is not one of {allowed}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranks
+
+
+@_entry("axis", "dtype")
+def rankdata(x, axis: int = -1, *, dtype=None):
+  """Average-tie ranks (1-based) along ``axis``, as ``scipy.stats.rankdata(method='average')``.
+
+  NaN entries are excluded from the ranking and stay NaN (``nan_policy='omit'``). ``+-inf`` are
+  not supported (validation rejects them upstream).
+  """
+  x = jnp.moveaxis(_float(x, dtype), axis, -1)
+  nan = jnp.isnan(x)
+  filled = jnp.where(nan, jnp.inf, x)
+  lead = filled.shape[:-1]
+  flat = filled.reshape((-1, filled.shape[-1]))
+  srt = jnp.sort(flat, axis=-1)
+  search = jax.vmap(lambda s, v, side: jnp.searchsorted(s, v, side=side, method="sort"),
+                    in_axes=(0, 0, None))
+  left = search(srt, flat, "left")
+  right = search(srt, flat, "right")
+  ranks = ((left + right + 1).astype(flat.dtype) / 2).reshape(lead + (flat.shape[-1],))
+  return jnp.moveaxis(jnp.where(nan, jnp.nan, ranks), -1, axis)
+
+
+# ----------------------------------------------------------------------------------------------
+# Undefined-value rule and masked moments
+
+
+def _masked_centre(x, m, n):
+  """Two-pass centring over the mask: mean, then a correction from the residuals."""
+  mean = jnp.sum(jnp.where(m, x, 0), axis=-1, keepdims=True) / n
+  dev = jnp.where(m, x - mean, 0)
+  dev = jnp.where(m, dev - jnp.sum(dev, axis=-1, keepdims=True) / n, 0)
+  return dev
+
+
+def _is_constant(x, m, n):
+  dev = _masked_centre(x, m, n)
+  rms = jnp.sqrt(jnp.sum(dev * dev, axis=-1) / n[..., 0])
+  maxabs = jnp.max(jnp.where(m, jnp.abs(x), 0), axis=-1)
+  return rms <= CONSTANT_RTOL * maxabs
+
+
+def _mask_like(x, mask):
+  if mask is None:
+    return jnp.ones(x.shape, bool)
+  return jnp.broadcast_to(jnp.asarray(mask, bool), x.shape)
+
+
+@_entry("axis", "dtype")
+def is_constant(x, mask=None, axis: int = -1, *, dtype=None):
+  """True where the vector along ``axis`` (restricted to ``mask``) is constant within rounding."""
+  x = jnp.moveaxis(_float(x, dtype), axis, -1)
+  if mask is not None and jnp.ndim(mask) == x.ndim:
+    mask = jnp.moveaxis(jnp.asarray(mask, bool), axis, -1)
+  m = _mask_like(x, mask)
+  n = jnp.sum(m, axis=-1, keepdims=True).astype(x.dtype)
+  return _is_constant(x, m, jnp.maximum(n, 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Correlations of vectors
+
+
+def _pearson_last(x, y, m):
+  """Pearson along the last axis over mask ``m`` (all broadcast to one shape)."""
+  n = jnp.sum(m, axis=-1, keepdims=True).astype(x.dtype)
+  safe_n = jnp.maximum(n, 1)
+  dx = _masked_centre(x, m, safe_n)
+  dy = _masked_centre(y, m, safe_n)
+  sxy = jnp.sum(dx * dy, axis=-1)
+  sxx = jnp.sum(dx * dx, axis=-1)
+  syy = jnp.sum(dy * dy, axis=-1)
+  r = sxy / jnp.sqrt(sxx * syy)
+  undefined = (_is_constant(x, m, safe_n) | _is_constant(y, m, safe_n) | (n[..., 0] < 2))
+  # A NaN inside the selected entries makes the result NaN (it already is, through the sums),
+  # and so does an undefined (constant) vector.
+  return jnp.where(undefined, jnp.nan, r)
+
+
+def _ranks_over_mask(x, m):
+  return rankdata.kernel(jnp.where(m, x, jnp.nan), axis=-1, dtype=x.dtype)
+
+
+@_entry("kind", "axis", "dtype")
+def correlation(x, y, mask=None, *, kind: str = "pearson", axis: int = -1, dtype=None):
+  """Pearson or Spearman correlation of ``x`` and ``y`` along ``axis`` over ``mask``.
+
+  Args:
+    x, y: arrays broadcastable to one shape ``[..., L]`` (with ``axis`` moved last).
+    mask: bool, broadcastable to that shape; None selects every entry. Entries outside the mask
+      may hold anything (NaN included); a NaN inside the mask makes that correlation NaN.
+    kind: 'pearson' | 'spearman' (ranks computed over the masked entries only, average ties).
+
+  Returns:
+    ``[...]`` correlations, NaN where undefined (DESIGN.md section 1).
+  """
+  _check_kind(kind, COMPARISONS, "kind")
+  x = jnp.moveaxis(_float(x, dtype), axis, -1)
+  y = jnp.moveaxis(_float(y, dtype), axis, -1)
+  shape = jnp.broadcast_shapes(x.shape, y.shape)
+  x, y = jnp.broadcast_to(x, shape), jnp.broadcast_to(y, shape)
+  if mask is None:
+    m = jnp.ones(shape, bool)
+  else:
+    m = jnp.asarray(mask, bool)
+    if m.ndim == len(shape) and axis not in (-1, len(shape) - 1):
+      m = jnp.moveaxis(m, axis, -1)
+    m = jnp.broadcast_to(m, shape)
+  if kind == "spearman":
+    nan_in_mask = jnp.any(m & (jnp.isnan(x) | jnp.isnan(y)), axis=-1)
+    r = _pearson_last(_ranks_over_mask(x, m), _ranks_over_mask(y, m), m)
+    return jnp.where(nan_in_mask, jnp.nan, r)
+  return _pearson_last(x, y, m)
+
+
+# ----------------------------------------------------------------------------------------------
+# Similarity matrices of embeddings
+
+
+def _unit_rows(v):
+  norm = jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True))
+  return v / jnp.where(norm > 0, norm, 1)
+
+
+def _undefined_rows(e, kind):
+  """[..., n] True where a row's similarity is undefined."""
+  if kind == "cosine":
+    return jnp.max(jnp.abs(e), axis=-1) == 0
+  m = jnp.ones(e.shape, bool)
+  n = jnp.full(e.shape[:-1] + (1,), e.shape[-1], e.dtype)
+  return _is_constant(e, m, n)
+
+
+def _unit_vectors(e, kind):
+  if kind == "spearman":
+    e = rankdata.kernel(e, axis=-1, dtype=e.dtype)
+  if kind in ("pearson", "spearman"):
+    m = jnp.ones(e.shape, bool)
+    e = _masked_centre(e, m, jnp.full(e.shape[:-1] + (1,), e.shape[-1], e.dtype))
+  return _unit_rows(e)
+
+
+def _poison(s, bad):
+  """NaN rows and columns ``bad`` [..., n] of ``s`` [..., n, n]."""
+  return jnp.where(bad[..., :, None] | bad[..., None, :], jnp.nan, s)
+
+
+@_entry("kind", "dtype")
+def similarity_matrix(embeddings, *, kind: str = "pearson", dtype=None):
+  """Row-wise similarity ``[..., n, D] -> [..., n, n]`` (pearson | spearman | cosine).
+
+  Rows whose similarity is undefined (constant rows for pearson/spearman, all-zero rows for
+  cosine) give NaN rows and columns. With ``dtype=float32`` the values are ``1 - d`` with ``d``
+  from :func:`dissimilarity_matrix` (compensated form); prefer that function there, since
+  storing ``1 - d`` in float32 rounds again.
+  """
+  _check_kind(kind, SIMILARITIES, "kind")
+  e = _float(embeddings, dtype)
+  bad = _undefined_rows(e, kind)
+  if e.dtype == jnp.float32:
+    return _poison(1 - _half_squared_distances(_unit_vectors(e, kind)), bad)
+  u = _unit_vectors(e, kind)
+  s = jnp.einsum("...id,...jd->...ij", u, u, precision=jax.lax.Precision.HIGHEST)
+  return _poison(s, bad)
+
+
+def _half_squared_distances(u):
+  """0.5 * ||u_i - u_j||^2 from explicit differences (accurate where u_i ~ u_j)."""
+  diff = u[..., :, None, :] - u[..., None, :, :]
+  return 0.5 * jnp.sum(diff * diff, axis=-1)
+
+
+@_entry("kind", "dtype")
+def dissimilarity_matrix(embeddings, *, kind: str = "pearson", dtype=None):
+  """``1 - similarity`` ``[..., n, D] -> [..., n, n]``, computed as half squared distances of the
+  centred unit vectors. Use it as ``-d`` where float64 is unavailable: Pearson and Spearman
+  agreement are invariant to the affine map ``s = 1 - d``.
+
+  Memory is ``n * n * D`` per batch element; the float64 path uses the Gram form instead.
+  """
+  _check_kind(kind, SIMILARITIES, "kind")
+  e = _float(embeddings, dtype)
+  bad = _undefined_rows(e, kind)
+  u = _unit_vectors(e, kind)
+  if e.dtype == jnp.float32:
+    return _poison(_half_squared_distances(u), bad)
+  s = jnp.einsum("...id,...jd->...ij", u, u, precision=jax.lax.Precision.HIGHEST)
+  return _poison(1 - s, bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Triangles and rows
+
+
+def upper_triangle_indices(n: int):
+  """Static ``(rows, cols)`` of the strict upper triangle, row-major (as numpy.triu_indices)."""
+  return np.triu_indices(n, k=1)
+
+
+def upper_triangle(m):
+  """``[..., n, n] -> [..., n(n-1)/2]`` strict upper triangle, row-major."""
+  rows, cols = upper_triangle_indices(m.shape[-1])
+  return m[..., rows, cols]
+
+
+def row_without_diagonal(m, i):
+  """Row ``i`` of ``[..., n, n]`` without its diagonal element -> ``[..., n-1]`` (``i`` may be
+  traced)."""
+  n = m.shape[-1]
+  j = jnp.arange(n - 1)
+  j = j + (j >= i)
+  return jnp.take(jnp.take(m, i, axis=-2), j, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement with the human matrix (second-order isomorphism)
+
+
+@_entry("kind", "dtype")
+def agreement(model_similarity, human_similarity, *, kind: str = "pearson", dtype=None):
+  """Cohort agreement ``[..., n, n], [n, n] -> [...]``: correlation of the strict upper triangles
+  over the pairs where the human matrix is finite."""
+  _check_kind(kind, COMPARISONS, "kind")
+  x = upper_triangle(_float(model_similarity, dtype))
+  y = upper_triangle(_float(human_similarity, dtype))
+  return correlation.kernel(x, y, jnp.isfinite(y), kind=kind, dtype=x.dtype)
+
+
+@_entry("kind", "dtype")
+def row_agreement(model_similarity, human_similarity, *, kind: str = "pearson", dtype=None):
+  """Per-image agreement ``[..., n, n], [n, n] -> [..., n]``: row i of the model matrix against
+  row i of the human matrix, over j != i where the human entry is finite."""
+  _check_kind(kind, COMPARISONS, "kind")
+  x = _float(model_similarity, dtype)
+  y = _float(human_similarity, dtype)
+  n = y.shape[-1]
+  mask = jnp.isfinite(y) & ~jnp.eye(n, dtype=bool)
+  return correlation.kernel(x, y, mask, kind=kind, dtype=x.dtype)
+
+
+def human_mask(human_similarity, *, upper: bool = True):
+  """Finite off-diagonal entries: ``[n(n-1)/2]`` (upper) or ``[n, n]``."""
+  h = jnp.asarray(human_similarity)
+  if upper:
+    return jnp.isfinite(upper_triangle(h))
+  return jnp.isfinite(h) & ~jnp.eye(h.shape[-1], dtype=bool)
