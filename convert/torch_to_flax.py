@@ -1,0 +1,37 @@
+r"""Converts a PyTorch state dict file into an ais_jax checkpoint directory, without torch.
+
+    python -m convert.torch_to_flax --arch=vgg16 --src=vgg16-397923af.pth --dst=/tmp/vgg16
+    python -m convert.torch_to_flax --arch=vgg16 --num_classes=565 --src=ecoset.pth --dst=DIR
+
+Reads .pth/.pt (zip or legacy format) and .safetensors through a restricted unpickler that refuses
+anything but tensors; maps keys with the architecture's conversion table (every key and shape
+checked); writes an orbax checkpoint plus provenance.json into --dst.
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+
+from ais_jax.io import weights
+
+_ARCH = flags.DEFINE_string("arch", None, "Architecture name (ais_jax.models.names()).",
+                            required=True)
+_SRC = flags.DEFINE_string("src", None, "State dict file: .pth/.pt or .safetensors.",
+                           required=True)
+_DST = flags.DEFINE_string("dst", None, "Checkpoint directory to create.", required=True)
+_NUM_CLASSES = flags.DEFINE_integer(
+    "num_classes", None, "Classifier size in the file (default: the architecture's; 0: none).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --dst.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  directory = weights.convert_file(_SRC.value, _DST.value, arch=_ARCH.value,
+                                   num_classes=_NUM_CLASSES.value, overwrite=_OVERWRITE.value)
+  print(f"converted {_SRC.value} ({_ARCH.value}) -> {directory}")
+
+
+if __name__ == "__main__":
+  app.run(main)
