@@ -98,6 +98,9 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
     _torchvision("resnet50_imagenet", "resnet50", "resnet50-0676ba61.pth"),
     _torchvision("resnet152_imagenet", "resnet152", "resnet152-394f9c45.pth"),
     _torchvision("resnext50_32x4d_imagenet", "resnext50_32x4d", "resnext50_32x4d-7cdf4587.pth"),
+    # LPIPS backbones (Aim 1 baseline, ais_jax.lpips).
+    _torchvision("alexnet_imagenet", "alexnet", "alexnet-owt-7be5be79.pth"),
+    _torchvision("squeezenet1_1_imagenet", "squeezenet1_1", "squeezenet1_1-b8a52dc0.pth"),
     WeightsEntry(
         name="vgg16_ecoset", arch="vgg16", num_classes=565, normalization="imagenet",
         resize="square", input_size=224, file_name="vgg16_ecoset.pth", url=None,
