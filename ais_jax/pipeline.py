@@ -1,0 +1,427 @@
+"""One AIS run end to end: inputs -> trunk in batches -> AIS engine -> heatmaps -> run folder.
+
+The library function behind ``python -m experiments.ais`` (and, later, ``experiments.run``):
+
+    run = run_ais(weights='efficientnet_lite0_imagenet', images='/data/k92.npy',
+                  human='/data/k92_sim.npy', out='/tmp/k92_run')
+
+Stages, each timed and reported in ``summary.json``:
+
+1. weights: ``ais_jax.io.weights.load_weights`` (a registry name or a checkpoint directory).
+   Random weights are refused: AIS of an untrained network says nothing about human judgments.
+2. images (``ais_jax.io.images``) and the human matrix (``ais_jax.io.human``, checked against the
+   number of images), then resizing to the model's input by its rule.
+3. trunk: ``module.apply(variables, x, method='trunk')`` jitted, ``batch_size`` images per call;
+   the last batch is zero-padded to the same shape so the trunk compiles once per run. Maps come
+   back to the host as float32 ``[n, h, w, K]``.
+4. AIS: ``ais_jax.ais.compute_ais`` with ``spec.get_ablation_head(variables)``.
+5. heatmaps: ``ais_jax.heatmaps.heatmaps`` (AIS-weighted maps at map resolution).
+6. ``ais_jax.io.runs.write_run`` (atomic, refuses a non-empty folder without ``overwrite``).
+
+Errors in the user's inputs raise :class:`ais_jax.errors.UserInputError` naming the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import os
+import platform
+import sys
+import time
+import warnings
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+import ais_jax
+from ais_jax.errors import UserInputError
+from ais_jax.io import images as images_io
+from ais_jax.io import runs
+
+SIMILARITIES = ("pearson", "spearman", "cosine")
+COMPARISONS = ("pearson", "spearman")
+COHORT_SCORES = ("r", "r2")
+PRECISIONS = ("exact", "float32", "fast")
+HUMAN_KINDS = ("similarity", "dissimilarity")
+
+
+@dataclasses.dataclass
+class AisRun:
+  """What one run produced (the arrays are also in ``out`` when it was given).
+
+  Attributes:
+    per_image_ais: float64 ``[n, K]`` (NaN where undefined).
+    cohort_ais: float64 ``[K]``.
+    embeddings: float32 ``[n, D]``.
+    heatmaps: float32 ``[n, h, w]``.
+    feature_maps: float32 ``[n, h, w, K]``.
+    image_names: n names, in the order of the rows.
+    summary: the summary record (as written to summary.json when ``out`` was given).
+    out: the run folder, or None.
+  """
+  per_image_ais: np.ndarray
+  cohort_ais: np.ndarray
+  embeddings: np.ndarray
+  heatmaps: np.ndarray
+  feature_maps: np.ndarray
+  image_names: list
+  summary: dict
+  out: Optional[str] = None
+
+
+def _check_choice(flag: str, value, choices) -> None:
+  if value not in choices:
+    raise UserInputError(flag, f"{value!r} is not one of {', '.join(choices)}")
+
+
+def _check_options(*, similarity, comparison, cohort_score, precision, human_kind, batch_size,
+                   memory_budget_gb) -> None:
+  _check_choice("--similarity", similarity, SIMILARITIES)
+  _check_choice("--comparison", comparison, COMPARISONS)
+  _check_choice("--cohort_score", cohort_score, COHORT_SCORES)
+  _check_choice("--precision", precision, PRECISIONS)
+  _check_choice("--human_kind", human_kind, HUMAN_KINDS)
+  if cohort_score == "r2" and comparison != "pearson":
+    raise UserInputError("--cohort_score", "r2 (squared Pearson r) needs --comparison=pearson; "
+                         "Spearman agreement has no r^2 variant, use --cohort_score=r")
+  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    raise UserInputError("--batch_size", f"must be a positive integer, got {batch_size!r}")
+  if not memory_budget_gb or memory_budget_gb <= 0:
+    raise UserInputError("--memory_budget_gb", f"must be positive, got {memory_budget_gb!r}")
+
+
+def _sha256_array(array: np.ndarray) -> str:
+  digest = hashlib.sha256(f"{array.dtype.str}{list(array.shape)}".encode())
+  digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
+
+
+def _require_weights(weights) -> None:
+  if isinstance(weights, tuple) or weights:
+    return
+  try:
+    from weights import registry
+    known = ", ".join(registry.names())
+  except Exception:  # The registry only improves this message.
+    known = "see weights/registry.py"
+  raise UserInputError("--weights", "required: a registered name (" + known + ") or a "
+                       "checkpoint directory from `python -m convert.torch_to_flax`; random "
+                       "weights are not allowed (AIS of an untrained network says nothing "
+                       "about human judgments)")
+
+
+def _load_model(weights, arch: Optional[str]):
+  """-> (spec, variables, provenance, checkpoint_dir or None)."""
+  from ais_jax import models
+  if arch:
+    try:
+      models.get(arch)
+    except ValueError as e:
+      raise UserInputError("--arch", str(e)) from None
+  if isinstance(weights, tuple):  # (spec, variables, provenance) already loaded by the caller.
+    spec, variables, provenance = weights
+    checkpoint_dir = None
+  else:
+    _require_weights(weights)
+    from ais_jax.io import weights as weights_io
+    try:
+      spec, variables, provenance = weights_io.load_weights(weights)
+      checkpoint_dir = weights_io.resolve(weights)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as e:
+      message = str(e).strip().strip("'\"")
+      if "--weights" in message:
+        raise UserInputError(None, message) from None
+      raise UserInputError(f"--weights {weights}", message) from None
+  if arch and arch != spec.name:
+    label = weights if not isinstance(weights, tuple) else (
+        provenance.get("weights_name") or "the given weights")
+    raise UserInputError("--arch", f"{arch!r} does not match --weights {label}, which holds "
+                         f"weights for {spec.name!r}; use --arch={spec.name} or other weights")
+  # The checkpoint records the preprocessing its weights were trained with; it wins.
+  overrides = {k: provenance[k] for k in ("normalization", "resize")
+               if provenance.get(k) and provenance[k] != getattr(spec, k)}
+  if overrides:
+    spec = dataclasses.replace(spec, **overrides)
+  return spec, variables, dict(provenance), checkpoint_dir
+
+
+def _describe_images(images, image_list, names) -> dict:
+  if isinstance(images, (str, os.PathLike)):
+    path = os.fspath(images)
+    if os.path.isdir(path):
+      per_file = [{"name": n, "sha256": runs.sha256_file(os.path.join(path, n))} for n in names]
+      combined = hashlib.sha256("".join(f"{f['name']}\0{f['sha256']}\n" for f in per_file)
+                                .encode()).hexdigest()
+      record = {"path": os.path.abspath(path), "kind": "directory", "sha256": combined,
+                "sha256_of": "name NUL file-sha256 newline, per image in order",
+                "files": per_file}
+    else:
+      record = {"path": os.path.abspath(path), "kind": "npy", "sha256": runs.sha256_file(path)}
+  else:
+    if isinstance(images, np.ndarray):
+      digest = _sha256_array(images)
+    else:  # A list of differently sized images: hash of the per-image hashes.
+      digest = hashlib.sha256("".join(_sha256_array(np.asarray(im)) + "\n" for im in images)
+                              .encode()).hexdigest()
+    record = {"path": None, "kind": "array", "sha256": digest}
+  if image_list:
+    record["image_list"] = {"path": os.path.abspath(image_list),
+                            "sha256": runs.sha256_file(image_list)}
+  return record
+
+
+def _trunk_maps(spec, variables, provenance, resized: np.ndarray, batch_size: int,
+                report: Callable[[str], None], timings: dict) -> np.ndarray:
+  """Runs the trunk in fixed-shape batches -> float32 [n, h, w, K] on the host."""
+  import jax
+  num_classes = provenance.get("num_classes", spec.num_classes)
+  module = spec.build(num_classes=num_classes)
+  trunk = jax.jit(lambda v, x: module.apply(v, x, method="trunk"))
+  device_variables = jax.device_put(variables)
+  n = resized.shape[0]
+  size = min(batch_size, n)
+  num_batches = -(-n // size)
+  out = None
+  start = time.perf_counter()
+  # (start index, count, device array): one batch in flight while the next one is prepared.
+  pending = None
+
+  def collect(item):
+    nonlocal out
+    i0, count, maps = item
+    maps = np.asarray(maps)[:count]
+    if out is None:
+      out = np.empty((n,) + maps.shape[1:], np.float32)
+    out[i0:i0 + count] = maps
+    report(f"trunk: {i0 + count}/{n} images (batch {i0 // size + 1}/{num_batches}, "
+           f"{time.perf_counter() - start:.1f} s)")
+
+  for b in range(num_batches):
+    i0 = b * size
+    chunk = resized[i0:i0 + size]
+    count = chunk.shape[0]
+    x = np.asarray(spec.preprocess(chunk.astype(np.float32)), np.float32)
+    if count < size:
+      x = np.concatenate([x, np.zeros((size - count,) + x.shape[1:], np.float32)])
+    maps = trunk(device_variables, x)
+    if pending is not None:
+      collect(pending)
+    pending = (i0, count, maps)
+    if b == 0:
+      jax.block_until_ready(maps)
+      timings["trunk_first_batch_incl_compile"] = time.perf_counter() - start
+  collect(pending)
+  timings["trunk"] = time.perf_counter() - start
+  return out
+
+
+def _environment() -> dict:
+  import jax
+  import flax
+  env = {"python": sys.version.split()[0], "platform": platform.platform(),
+         "ais_jax_version": ais_jax.__version__, "jax_version": jax.__version__,
+         "flax_version": flax.__version__, "numpy_version": np.__version__,
+         "backend": jax.default_backend(),
+         "devices": [{"id": d.id, "platform": d.platform, "kind": d.device_kind}
+                     for d in jax.devices()]}
+  try:
+    import jaxlib
+    env["jaxlib_version"] = jaxlib.__version__
+  except Exception:  # jaxlib always exists with jax; the version is informative only.
+    pass
+  return env
+
+
+def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional[str] = None,
+            image_list: Optional[str] = None, image_names: Optional[Sequence[str]] = None,
+            human_key: Optional[str] = None, human_kind: str = "similarity",
+            similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
+            precision: str = "exact", batch_size: int = 32, memory_budget_gb: float = 2.0,
+            save_feature_maps: bool = False, overwrite: bool = False,
+            progress: Optional[Callable[[str], None]] = None,
+            flags: Optional[Mapping[str, Any]] = None,
+            command: Optional[Sequence[str]] = None) -> AisRun:
+  """Computes per-image and cohort AIS and heatmaps for a cohort, and writes a run folder.
+
+  Args:
+    weights: a registry name or a checkpoint directory (``--weights``), or an already loaded
+      ``(spec, variables, provenance)`` tuple.
+    images: a directory of images or a ``.npy`` path (``--images``), or uint8 ``[n, H, W, 3]``
+      (or a list of uint8 ``[H_i, W_i, 3]``).
+    human: ``.npy``/``.csv``/``.mat`` path (``--human``) or a ``[n, n]`` similarity array.
+    out: run folder (None: nothing is written).
+    arch: if given, must match the weights' architecture.
+    image_list: order file for a directory of images.
+    image_names: names for in-memory images (default ``'0'``, ``'1'``, ...).
+    human_key: ``.mat`` variable name.
+    human_kind: 'similarity' or 'dissimilarity' (negated).
+    similarity: 'pearson' | 'spearman' | 'cosine' (model similarity between embeddings).
+    comparison: 'pearson' | 'spearman' (agreement with the human matrix).
+    cohort_score: 'r' | 'r2' (cohort AIS on r or on squared Pearson r).
+    precision: 'exact' | 'float32' | 'fast' (DESIGN.md section 3).
+    batch_size: images per trunk call.
+    memory_budget_gb: bounds the AIS stage's chunks.
+    save_feature_maps: also write ``feature_maps.npy`` ``[n, h, w, K]``.
+    overwrite: replace the files of a non-empty ``out``.
+    progress: receives one line per step (None: silent).
+    flags: the command-line flags, recorded in the summary (default: the options above).
+    command: the command line, recorded in the summary.
+
+  Returns:
+    :class:`AisRun`.
+
+  Raises:
+    UserInputError naming the input when an input or option is wrong.
+  """
+  report = progress or (lambda message: None)
+  t_start = time.perf_counter()
+  started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  options = dict(similarity=similarity, comparison=comparison, cohort_score=cohort_score,
+                 precision=precision, batch_size=batch_size, memory_budget_gb=memory_budget_gb,
+                 save_feature_maps=save_feature_maps, human_kind=human_kind)
+  _check_options(**{k: v for k, v in options.items() if k != "save_feature_maps"})
+  _require_weights(weights)
+  if out is not None:
+    runs.check_out_dir(out, overwrite=overwrite)  # Before any expensive work.
+  timings: dict[str, Any] = {}
+  run_warnings: list[str] = []
+
+  t = time.perf_counter()
+  if isinstance(images, (str, os.PathLike)):
+    if not os.fspath(images):
+      raise UserInputError("--images", "required: a directory of images or a .npy uint8 array "
+                           "[n, H, W, 3]")
+    loaded, names = images_io.load_images(images, image_list=image_list)
+  else:
+    if image_list:
+      raise UserInputError("--image_list", "only applies to a directory of images")
+    loaded = images if isinstance(images, list) else np.asarray(images)
+    if isinstance(loaded, np.ndarray) and (loaded.dtype != np.uint8 or loaded.ndim != 4
+                                           or loaded.shape[-1] != 3):
+      raise UserInputError("images", f"expected uint8 [n, H, W, 3], got {loaded.dtype} "
+                           f"{list(loaded.shape)}")
+    names = list(image_names) if image_names is not None else [str(i) for i in range(len(loaded))]
+  n = len(loaded)
+  if len(names) != n:
+    raise UserInputError("image_names", f"{len(names)} names for {n} images")
+  timings["load_images"] = time.perf_counter() - t
+  report(f"images: {n} loaded in {timings['load_images']:.1f} s")
+
+  t = time.perf_counter()
+  if isinstance(human, (str, os.PathLike)):
+    if not os.fspath(human):
+      raise UserInputError("--human", "required: a .npy, .csv or .mat similarity matrix [n, n] "
+                           "in the image order")
+    from ais_jax.io import human as human_io
+    human_matrix = human_io.load_human(human, key=human_key, kind=human_kind, n_images=n)
+    human_record = {"path": os.path.abspath(os.fspath(human)), "sha256": runs.sha256_file(human),
+                    "key": human_key, "kind": human_kind}
+  else:
+    from ais_jax import validation
+    matrix = np.asarray(human, np.float64)
+    matrix = -matrix if human_kind == "dissimilarity" else matrix
+    try:
+      human_matrix = validation.validate_human_similarity(matrix, n, name="human")
+    except ValueError as e:
+      raise UserInputError(None, str(e)) from None
+    human_record = {"path": None, "sha256": _sha256_array(np.asarray(human)), "key": None,
+                    "kind": human_kind}
+  human_record["missing_pairs"] = int(np.isnan(human_matrix[np.triu_indices(n, 1)]).sum())
+  timings["load_human"] = time.perf_counter() - t
+
+  t = time.perf_counter()
+  spec, variables, provenance, checkpoint_dir = _load_model(weights, arch)
+  timings["load_weights"] = time.perf_counter() - t
+  report(f"weights: {spec.name} ({provenance.get('weights_name') or checkpoint_dir or 'in memory'})"
+         f" in {timings['load_weights']:.1f} s")
+
+  t = time.perf_counter()
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    resized = images_io.fit_to_model(loaded, spec, names=names)
+  for w in caught:
+    run_warnings.append(str(w.message))
+    warnings.warn(str(w.message), w.category, stacklevel=2)
+  del loaded
+  timings["resize"] = time.perf_counter() - t
+  report(f"images: resized to {resized.shape[1]}x{resized.shape[2]} ({spec.resize}) in "
+         f"{timings['resize']:.1f} s")
+
+  maps = _trunk_maps(spec, variables, provenance, resized, batch_size, report, timings)
+  _, h, w, k = maps.shape
+
+  report(f"ais: {n} images x {k} maps ({h}x{w}), precision {precision}")
+  from ais_jax import ais
+  t = time.perf_counter()
+  result = ais.compute_ais(spec.get_ablation_head(variables), maps, human_matrix,
+                           similarity=similarity, comparison=comparison,
+                           cohort_score=cohort_score, precision=precision,
+                           memory_budget_gb=float(memory_budget_gb))
+  timings["ais"] = time.perf_counter() - t
+  per_image = np.asarray(result.per_image, np.float64)
+  cohort = np.asarray(result.cohort, np.float64)
+  embeddings = np.asarray(result.embeddings, np.float32)
+  from ais_jax import validation
+  engine_undefined = dict(result.undefined or {})
+  undefined = {
+      "per_image_ais": validation.undefined_summary(per_image, ("image", "map")),
+      "cohort_ais": validation.undefined_summary(cohort, ("map",)),
+      "undefined_baseline_rows": engine_undefined.get("undefined_baseline_rows"),
+      "baseline_undefined": engine_undefined.get("baseline_undefined"),
+  }
+  active = getattr(result, "active", None)
+  report(f"ais: done in {timings['ais']:.1f} s; undefined: {undefined['per_image_ais']['count']}"
+         f"/{per_image.size} per-image, {undefined['cohort_ais']['count']}/{cohort.size} cohort")
+
+  from ais_jax import heatmaps as heatmaps_lib
+  t = time.perf_counter()
+  heat = np.asarray(heatmaps_lib.heatmaps(maps, per_image), np.float32)
+  timings["heatmaps"] = time.perf_counter() - t
+
+  baseline_rows = np.asarray(result.baseline_rows, np.float64)
+  summary = {
+      "tool": "ais_jax.pipeline.run_ais",
+      "command": list(command) if command is not None else None,
+      "flags": dict(flags) if flags is not None else dict(options, arch=arch, out=out),
+      "options": options,
+      "model": spec.metadata(),
+      "checkpoint": {"dir": checkpoint_dir,
+                     **{k_: v for k_, v in provenance.items() if k_ != "shapes"}},
+      "inputs": {"images": _describe_images(images, image_list, names), "human": human_record},
+      "counts": {"images": n, "maps": int(k), "map_size": [int(h), int(w)],
+                 "embedding_dim": int(embeddings.shape[-1]),
+                 "input_size": [int(resized.shape[1]), int(resized.shape[2])]},
+      "results": {
+          "baseline_agreement": float(result.baseline),
+          "baseline_rows": baseline_rows,
+          "inactive_image_map_pairs": (int((~np.asarray(active, bool)).sum())
+                                       if active is not None else None),
+          "cohort_ais_top10_maps": [int(i) for i in np.argsort(-np.nan_to_num(cohort, nan=-np.inf),
+                                                                 kind="stable")[:10]],
+      },
+      "undefined": undefined,
+      "environment": _environment(),
+      "engine": {"options": dict(getattr(result, "options", None) or {}),
+                 "timings_s": dict(result.timings or {})},
+      "warnings": run_warnings,
+      "started_at": started_at,
+  }
+  arrays = {"per_image_ais": per_image, "cohort_ais": cohort, "embeddings": embeddings,
+            "heatmaps": heat}
+  if save_feature_maps:
+    arrays["feature_maps"] = maps
+  if out is not None:
+    t = time.perf_counter()
+    summary["timings_s"] = dict(timings, total_before_write=time.perf_counter() - t_start)
+    summary["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    summary = runs.write_run(out, arrays, summary, image_names=names, overwrite=overwrite)
+    timings["write"] = time.perf_counter() - t
+    report(f"wrote {out} ({len(summary['files'])} files) in {timings['write']:.1f} s; total "
+           f"{time.perf_counter() - t_start:.1f} s")
+  else:
+    summary["timings_s"] = dict(timings, total=time.perf_counter() - t_start)
+  return AisRun(per_image_ais=per_image, cohort_ais=cohort, embeddings=embeddings, heatmaps=heat,
+                feature_maps=maps, image_names=list(names), summary=summary, out=out)

@@ -1,0 +1,58 @@
+r"""Per-image and cohort AIS and heatmaps for one cohort, model and set of human judgments.
+
+    python -m experiments.ais --arch=efficientnet_lite0 --weights=efficientnet_lite0_imagenet \
+        --images=IMAGES_DIR_OR_NPY --human=HUMAN.npy --out=RUN_DIR
+
+Writes into --out: per_image_ais.npy [n, K] float64 (NaN where undefined), cohort_ais.npy [K]
+float64, embeddings.npy [n, D] float32, heatmaps.npy [n, h, w] float32, images.txt (the image
+order), feature_maps.npy [n, h, w, K] with --save_feature_maps, and summary.json (flags, model and
+checkpoint provenance, input sha256s, devices, versions, timings, undefined values). Read it back
+with ``ais_jax.io.load_run(RUN_DIR)``. The logic is ``ais_jax.pipeline.run_ais``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from experiments import _common
+
+FLAGS = _common.FLAGS
+_common.define_model_flags()
+_common.define_cohort_flags()
+_common.define_ais_flags()
+_common.define_output_flags()
+
+FLAG_NAMES = ("arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
+              "similarity", "comparison", "cohort_score", "precision", "batch_size",
+              "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out")
+
+
+def main(argv):
+  del argv
+  from ais_jax import pipeline  # After flag parsing, so --help does not import JAX.
+  _common.require("out", "images", "human")  # --weights: run_ais explains and lists names.
+  run = pipeline.run_ais(
+      arch=FLAGS.arch or None, weights=FLAGS.weights, images=FLAGS.images,
+      image_list=FLAGS.image_list or None, human=FLAGS.human, human_key=FLAGS.human_key or None,
+      human_kind=FLAGS.human_kind, similarity=FLAGS.similarity, comparison=FLAGS.comparison,
+      cohort_score=FLAGS.cohort_score, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
+      memory_budget_gb=FLAGS.memory_budget_gb, save_feature_maps=FLAGS.save_feature_maps,
+      overwrite=FLAGS.overwrite, out=FLAGS.out,
+      progress=_common.progress_printer(FLAGS.progress),
+      flags=_common.flag_values(FLAG_NAMES), command=sys.argv)
+  s = run.summary
+  n, k = run.per_image_ais.shape
+  top = ", ".join(str(i) for i in s["results"]["cohort_ais_top10_maps"][:5])
+  finite = run.cohort_ais[np.isfinite(run.cohort_ais)]
+  largest = float(np.abs(finite).max()) if finite.size else float("nan")
+  print(f"{run.out}: {n} images x {k} maps; baseline agreement "
+        f"{s['results']['baseline_agreement']:.4f}; undefined per-image AIS "
+        f"{s['undefined']['per_image_ais']['count']}/{run.per_image_ais.size}, cohort "
+        f"{s['undefined']['cohort_ais']['count']}/{k}; top cohort maps {top}; "
+        f"max |cohort AIS| {largest:.3g}")
+
+
+if __name__ == "__main__":
+  _common.run(main)

@@ -1,0 +1,194 @@
+"""End to end: `python -m experiments.ais` on a tiny cohort, checked against a numpy float64 loop.
+
+One subprocess run (EfficientNet-Lite0 with random weights saved as a checkpoint directory, 8
+images, batch size 3 so the last batch is padded) is shared by every check; the refusals run the
+CLI again but stop before JAX starts.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ais_jax.io
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N = 8
+FLAG_NAMES = {"arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
+              "similarity", "comparison", "cohort_score", "precision", "batch_size",
+              "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out"}
+
+
+def _cli(*args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "experiments.ais", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _random_variables(spec, seed=0):
+  """Random variables of the model's tree without compiling its init (slow on CPU)."""
+  import jax
+  from ais_jax import models
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    shape = leaf.shape
+    if name == "kernel":
+      return (rng.normal(size=shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32)
+    if name == "scale":
+      return (1.0 + 0.1 * rng.normal(size=shape)).astype(np.float32)
+    if name == "var":
+      return rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
+    return (0.1 * rng.normal(size=shape)).astype(np.float32)  # bias, mean
+
+  return jax.tree_util.tree_map_with_path(fill, models.abstract_variables(spec))
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+  from ais_jax import models
+  from ais_jax.io import checkpoints
+  root = tmp_path_factory.mktemp("cli")
+  spec = models.get("efficientnet_lite0")
+  weights = checkpoints.save_checkpoint(
+      root / "weights", _random_variables(spec),
+      {"arch": "efficientnet_lite0", "num_classes": spec.num_classes})
+  rng = np.random.default_rng(1)
+  images = root / "images"
+  images.mkdir()
+  pixels = {}
+  for i in range(N):
+    shape = (40, 30, 3) if i == 3 else (32, 32, 3)
+    pixels[f"im{i}.png"] = rng.integers(0, 256, shape, dtype=np.uint8)
+  pixels["im7.png"] = pixels["im0.png"]  # Same image in the first and the padded last batch.
+  for name, px in pixels.items():
+    Image.fromarray(px).save(images / name)
+  h = rng.normal(size=(N, N))
+  h = h + h.T
+  h[1, 5] = h[5, 1] = np.nan
+  lines = [",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in h]
+  (root / "human.csv").write_text("\n".join(lines) + "\n")
+  out = root / "run"
+  proc = _cli("--arch=efficientnet_lite0", f"--weights={weights}", f"--images={images}",
+              f"--human={root / 'human.csv'}", f"--out={out}", "--batch_size=3",
+              "--save_feature_maps")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(root=root, out=out, weights=weights, images=images, human=h, proc=proc,
+              run=ais_jax.io.load_run(str(out)))
+
+
+def test_files_shapes_dtypes(cohort):
+  run = cohort["run"]
+  k, hw = 1280, 7
+  want = {"per_image_ais": ((N, k), np.float64), "cohort_ais": ((k,), np.float64),
+          "embeddings": ((N, k), np.float32), "heatmaps": ((N, hw, hw), np.float32),
+          "feature_maps": ((N, hw, hw, k), np.float32)}
+  assert sorted(os.listdir(cohort["out"])) == sorted(
+      [f"{name}.npy" for name in want] + ["images.txt", "summary.json"])
+  for name, (shape, dtype) in want.items():
+    assert run[name].shape == shape and run[name].dtype == dtype, name
+  assert run["images"] == [f"im{i}.png" for i in range(N)]
+  stderr = cohort["proc"].stderr
+  assert "trunk: 8/8 images (batch 3/3" in stderr  # Progress per stage with counts.
+  assert "warning: 1 of 8 images are not square (e.g. im3.png (30x40))" in stderr
+  assert "Traceback" not in stderr
+
+
+def test_numbers_match_a_float64_loop(cohort):
+  run = cohort["run"]
+  maps = run["feature_maps"].astype(np.float64)
+  # Identical images in different batches (the second one in the zero-padded last batch).
+  np.testing.assert_allclose(maps[7], maps[0], rtol=0, atol=1e-5)
+  emb = maps.mean(axis=(1, 2))
+  np.testing.assert_allclose(run["embeddings"], emb, rtol=1e-5, atol=1e-6)
+  h = cohort["human"]
+  n, k = emb.shape
+
+  def pearson(x, y):
+    x, y = x - x.mean(), y - y.mean()
+    return (x @ y) / np.sqrt((x @ x) * (y @ y))
+
+  def sim(e):
+    return np.corrcoef(e)
+
+  iu = np.triu_indices(n, 1)
+  finite = np.isfinite(h[iu])
+  base = pearson(sim(emb)[iu][finite], h[iu][finite])
+  cohort_ref = np.empty(k)
+  for m in range(k):
+    e = emb.copy()
+    e[:, m] = 0
+    cohort_ref[m] = base - pearson(sim(e)[iu][finite], h[iu][finite])
+  per_image_ref = np.empty((n, k))
+  for i in range(n):
+    others = [j for j in range(n) if j != i and np.isfinite(h[i, j])]
+    row = pearson(np.array([pearson(emb[i], emb[j]) for j in others]), h[i, others])
+    for m in range(k):
+      e_i = emb[i].copy()
+      e_i[m] = 0
+      per_image_ref[i, m] = row - pearson(np.array([pearson(e_i, emb[j]) for j in others]),
+                                          h[i, others])
+  assert np.abs(per_image_ref).max() > 1e-4  # The random model is not degenerate.
+  np.testing.assert_allclose(run["cohort_ais"], cohort_ref, rtol=0, atol=1e-9)
+  np.testing.assert_allclose(run["per_image_ais"], per_image_ref, rtol=0, atol=1e-9)
+  w = np.maximum(np.nan_to_num(per_image_ref), 0)
+  w = w / np.where(w.sum(1, keepdims=True) > 0, w.sum(1, keepdims=True), 1)
+  np.testing.assert_allclose(run["heatmaps"], np.einsum("nhwk,nk->nhw", maps, w),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_summary_records_the_run(cohort):
+  import jax
+  s = cohort["run"]["summary"]
+  assert s["schema_version"] == 1
+  assert set(s["flags"]) == FLAG_NAMES
+  assert s["flags"]["batch_size"] == 3 and s["flags"]["save_feature_maps"] is True
+  assert s["model"]["name"] == "efficientnet_lite0" and s["model"]["num_maps"] == 1280
+  assert s["checkpoint"]["dir"] == str(cohort["weights"])
+  assert s["checkpoint"]["arch"] == "efficientnet_lite0"
+  human_path = cohort["root"] / "human.csv"
+  assert s["inputs"]["human"]["sha256"] == hashlib.sha256(human_path.read_bytes()).hexdigest()
+  assert s["inputs"]["human"]["missing_pairs"] == 1
+  files = s["inputs"]["images"]["files"]
+  assert [f["name"] for f in files] == cohort["run"]["images"]
+  assert files[3]["sha256"] == hashlib.sha256(
+      (cohort["images"] / "im3.png").read_bytes()).hexdigest()
+  env = s["environment"]
+  assert env["jax_version"] == jax.__version__ and env["devices"][0]["platform"] == "cpu"
+  assert {"load_images", "load_human", "load_weights", "resize", "trunk", "ais",
+          "heatmaps"} <= set(s["timings_s"])
+  assert s["counts"] == {"images": 8, "maps": 1280, "map_size": [7, 7], "embedding_dim": 1280,
+                         "input_size": [224, 224]}
+  assert s["undefined"]["per_image_ais"] == {"count": 0, "total": 8 * 1280, "locations": [],
+                                             "locations_truncated": False}
+  assert s["undefined"]["cohort_ais"]["count"] == 0
+  assert len(s["warnings"]) == 1 and "squashes" in s["warnings"][0]
+  # summary.json is strict JSON (no NaN tokens).
+  json.loads((cohort["out"] / "summary.json").read_text(), parse_constant=pytest.fail)
+
+
+def test_refusals_are_one_line_with_exit_code_2(cohort):
+  root = cohort["root"]
+  common = [f"--weights={cohort['weights']}", f"--images={cohort['images']}"]
+  before = {f: os.path.getmtime(cohort["out"] / f) for f in os.listdir(cohort["out"])}
+  proc = _cli(*common, f"--human={root / 'human.csv'}", f"--out={cohort['out']}")
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      f"error: {cohort['out']}: output folder exists and is not empty; choose another --out or "
+      "pass --overwrite to replace the run in it"]
+  assert {f: os.path.getmtime(cohort["out"] / f) for f in os.listdir(cohort["out"])} == before
+  np.save(root / "h7.npy", cohort["human"][:7, :7])
+  proc = _cli(*common, f"--human={root / 'h7.npy'}", f"--out={root / 'other'}", "--noprogress")
+  assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+  assert proc.stderr.startswith(f"error: {root / 'h7.npy'}: matrix is 7x7 but the cohort has 8")
+  proc = _cli(*common, f"--human={root / 'human.csv'}", f"--out={root / 'other'}",
+              "--precision=double")
+  assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+  assert "--precision" in proc.stderr and "exact|float32|fast" in proc.stderr
+  assert not (root / "other").exists()
