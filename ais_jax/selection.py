@@ -1,0 +1,667 @@
+"""Cross-validated map selection (Aim 1): folds, nested prefix curves, m*, random-order controls.
+
+What it computes (DESIGN.md section 1, "Selection with cross-validation" and "Selection details"):
+for each split (train/test partition of the human pairs),
+
+1. cohort AIS of every map on the **train** pairs (``score='r2'``: ``r^2(all) - r^2(map k
+   removed)``, the published ranking; ``score='r'``: the same with r; Spearman comparison only
+   with ``score='r'``, since Spearman has no r^2 variant);
+2. the map order: descending AIS, ties to the lower map index, NaN last;
+3. for m = 1..K, the model with the first m maps kept (the others zeroed, as ``head(maps, keep)``
+   does), scored on the train pairs (train curve) and the test pairs (test curve);
+4. ``m*`` = first maximum of the defined train scores (1-based; 0 when every train score is
+   undefined), ``test_retained`` = test score at ``m*``, ``test_full`` = test score with all maps.
+
+Controls: the same curves for random map orders (``random_orders`` per split), so the gain of the
+AIS order is measured against chance, not only against all maps.
+
+How it is fast (the issue's point): the similarity of pair (i, j) depends only on images i and j,
+so every model similarity is computed once on **all** images, and a split is only a mask on the
+human pairs (finite, both images in train / both in test). The K ablated similarity matrices are
+shared by all splits; each split needs one pass over its K nested prefixes:
+
+* pooled heads (:class:`~ais_jax.ablation.PooledHead`), pearson or cosine similarity: keeping a
+  prefix zeroes embedding coordinates, so all K prefix similarities follow from cumulative sums
+  (over the ordered coordinates) of the per-coordinate products ``e_ic e_jc``, sums and squares:
+  O(K n^2) per split. Removal of one map uses the rank-one update of the two-pass centred Gram
+  matrix. Spearman similarity re-ranks every prefix: O(K * n * K log K) per split (documented
+  cost; about 1000x the pearson path at K = 1280).
+* fully connected heads (:class:`~ais_jax.ablation.FcHead`): prefix sums of the per-map fc6
+  contributions (DESIGN.md section 2), then fc7 for each prefix, scanned in chunks of prefixes.
+* any other head (:class:`~ais_jax.ablation.GenericHead`): ``head.embed(maps, keep=[m, K])`` on
+  chunks of prefix masks.
+
+All splits, prefixes and random orders run in one compiled call. The head runs in the precision
+mode's dtype (``exact``: float64); similarities and agreements always run in float64.
+
+Precision of the cumulative-sum path: covariances are one-pass sums of products of the raw
+(uncentred, zero-padded) pooled embedding, so their relative rounding is about
+``eps * (1 + mean^2 / var)`` of the kept row; the m = K prefix is the exact two-pass similarity.
+For post-ReLU features (mean/std of order 1) that is ~1e-15; an embedding with a large constant
+offset loses digits in proportion.
+
+Undefined values (DESIGN.md section 1): human pairs that are NaN are excluded; a prefix whose
+kept maps are all zero in some image gives that image NaN similarities (pearson/cosine), so any
+score over pairs including it is NaN; a score whose model vector is constant is NaN (a pooled
+model with one kept map: every pair has the same similarity). A map that contributes nothing to
+any image of the train pairs (pooled or fc head) has train AIS exactly 0, so such maps tie and
+keep their index order. NaN AIS sorts last; ``m*`` skips
+NaN train scores. :attr:`SelectionResult.undefined` counts them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ais_jax import ablation, rsa
+from ais_jax import precision as precision_lib
+from ais_jax.validation import validate_human_similarity
+
+SCORES = ("r2", "r")
+CONSTANT_RTOL = rsa.CONSTANT_RTOL
+
+
+# ----------------------------------------------------------------------------------------------
+# Splits
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One image-fold split: ``test_indices`` are the held-out images; train = the rest."""
+  seed: int
+  fold: int
+  test_indices: np.ndarray
+
+
+def image_folds(n: int, *, folds: int = 5, seeds: int = 8, seed: int = 0) -> list[Split]:
+  """Image folds x seeds, as the published code: ``folds * seeds`` splits.
+
+  For each seed ``s`` in ``seed, seed + 1, ..., seed + seeds - 1``:
+  ``perm = numpy.random.default_rng(s).permutation(n)``, split into ``folds`` nearly equal parts
+  with ``numpy.array_split``; part f is fold f's test set.
+  """
+  if folds < 2 or folds > n // 2:
+    raise ValueError(f"folds={folds}: need 2 <= folds <= n/2 = {n // 2} so that every train and "
+                     "test set has at least 2 images")
+  if seeds < 1:
+    raise ValueError(f"seeds={seeds}: need at least 1 seed")
+  out = []
+  for s in range(seed, seed + seeds):
+    perm = np.random.default_rng(s).permutation(n)
+    for f, test in enumerate(np.array_split(perm, folds)):
+      out.append(Split(seed=s, fold=f, test_indices=np.sort(test)))
+  return out
+
+
+def image_split_masks(human, test_indices: Sequence[Sequence[int]]):
+  """Pair masks over the strict upper triangle for image splits.
+
+  Returns:
+    ``(train [S, P], test [S, P])`` bool, P = n(n-1)/2: finite human pair with both images in
+    the train set (resp. both in the test set).
+  """
+  h = np.asarray(human, np.float64)
+  n = h.shape[0]
+  rows, cols = np.triu_indices(n, k=1)
+  finite = np.isfinite(h[rows, cols])
+  train, test = [], []
+  for idx in test_indices:
+    idx = np.asarray(idx, int)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+      raise ValueError(f"test indices {idx.tolist()} out of range for {n} images")
+    is_test = np.zeros(n, bool)
+    is_test[idx] = True
+    test.append(finite & is_test[rows] & is_test[cols])
+    train.append(finite & ~is_test[rows] & ~is_test[cols])
+  return np.stack(train), np.stack(test)
+
+
+def pair_split_masks(human, *, seeds: int = 8, seed: int = 0, test_fraction: float = 0.2):
+  """The paper's text variant: a random ``test_fraction`` of the finite human pairs is test.
+
+  For seed ``s``: ``numpy.random.default_rng(s).permutation`` of the finite upper-triangle pairs;
+  the first ``round(test_fraction * count)`` are test, the rest train.
+
+  Caveat: every image appears in train and test pairs alike, so the test score is not a held-out
+  image estimate (image information leaks between train and test); prefer image folds.
+
+  Returns:
+    ``(train [S, P], test [S, P])`` bool masks over the strict upper triangle.
+  """
+  if not 0 < test_fraction < 1:
+    raise ValueError(f"test_fraction={test_fraction} must lie in (0, 1)")
+  h = np.asarray(human, np.float64)
+  rows, cols = np.triu_indices(h.shape[0], k=1)
+  finite = np.flatnonzero(np.isfinite(h[rows, cols]))
+  n_test = int(round(test_fraction * finite.size))
+  train, test = [], []
+  for s in range(seed, seed + seeds):
+    perm = np.random.default_rng(s).permutation(finite)
+    t = np.zeros(rows.size, bool)
+    t[perm[:n_test]] = True
+    tr = np.zeros(rows.size, bool)
+    tr[perm[n_test:]] = True
+    train.append(tr)
+    test.append(t)
+  return np.stack(train), np.stack(test)
+
+
+def map_order(ais) -> np.ndarray:
+  """Descending AIS, ties to the lower map index, NaN last: ``[..., K] -> [..., K]`` indices."""
+  a = np.asarray(ais, np.float64)
+  key = np.where(np.isnan(a), np.inf, -a) + 0.0  # + 0.0 turns -0.0 into 0.0 (a tie)
+  return np.argsort(key, axis=-1, kind="stable")
+
+
+def first_maximum(curve) -> np.ndarray:
+  """1-based position of the first maximum over the defined (non-NaN) entries of ``[..., K]``;
+  0 where every entry is NaN."""
+  c = np.asarray(curve, np.float64)
+  valid = ~np.isnan(c)
+  pos = np.argmax(np.where(valid, c, -np.inf), axis=-1) + 1
+  return np.where(valid.any(axis=-1), pos, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels (traced; run inside float64_scope)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  similarity: str
+  comparison: str
+  score: str
+  head_dtype: Any
+  head_precision: Any
+  chunk: int          # prefixes / ablations per chunk for head passes
+  split_batch: int    # splits vmapped together inside lax.map
+
+
+def _upper(m):
+  return rsa.upper_triangle(m)
+
+
+def _agreement_rows(x, y, m, comparison):
+  """Agreement of each model vector ``x [B, P]`` with ``y [P]`` over mask ``m [P]`` -> ``[B]``.
+
+  Pearson: two-pass centring over the mask and the rsa undefined rule, written for one fixed
+  ``y`` so the cross term is a matrix-vector product (tested equal to :func:`rsa.correlation`).
+  """
+  mf = m.astype(x.dtype)
+  n = jnp.sum(mf)
+  safe_n = jnp.maximum(n, 1)
+
+  def centre(v):
+    mean = jnp.sum(jnp.where(m, v, 0), axis=-1, keepdims=True) / safe_n
+    dev = jnp.where(m, v - mean, 0)
+    return jnp.where(m, dev - jnp.sum(dev, axis=-1, keepdims=True) / safe_n, 0)
+
+  def constant(v, dev):
+    rms = jnp.sqrt(jnp.sum(dev * dev, axis=-1) / safe_n)
+    return rms <= CONSTANT_RTOL * jnp.max(jnp.where(m, jnp.abs(v), 0), axis=-1)
+
+  dx = centre(x)
+  if comparison == "spearman":
+    # The undefined rule applies to the values themselves: model similarities that are equal
+    # up to rounding (a pooled model with one kept map) must not be ranked by rounding noise.
+    r = rsa.correlation.kernel(x, y[None, :], m[None, :], kind="spearman", dtype=jnp.float64)
+    return jnp.where(constant(x, dx), jnp.nan, r)
+  dy = centre(y)
+  sxy = jnp.einsum("bp,p->b", dx, dy, precision=jax.lax.Precision.HIGHEST)
+  sxx = jnp.sum(dx * dx, axis=-1)
+  syy = jnp.sum(dy * dy)
+  r = sxy / jnp.sqrt(sxx * syy)
+  undefined = constant(x, dx) | constant(y, dy) | (n < 2)
+  return jnp.where(undefined, jnp.nan, r)
+
+
+def _score(x, y, m, cfg):
+  r = _agreement_rows(x, y, m, cfg.comparison)
+  return r * r if cfg.score == "r2" else r
+
+
+def _fc_contributions(head, maps, cfg):
+  """(a [n, D1] fc6 pre-activation incl. bias, d [n, K, D1] per-map contributions)."""
+  return ablation.fc_contributions(head, maps, dtype=cfg.head_dtype, precision=cfg.head_precision)
+
+
+def _fc_embed(head, pre, cfg):
+  return ablation.fc_embed(head, pre, dtype=cfg.head_dtype, precision=cfg.head_precision)
+
+
+def _sim_upper(emb, cfg):
+  """Embeddings ``[..., n, D]`` -> similarity upper triangles ``[..., P]`` (float64)."""
+  s = rsa.similarity_matrix.kernel(emb.astype(jnp.float64), kind=cfg.similarity,
+                                   dtype=jnp.float64)
+  return _upper(s)
+
+
+def _cumsum0(x, block: int = 64):
+  """Cumulative sum over axis 0 of ``[K, ...]`` as blocked triangular matrix products (XLA's
+  cumsum lowering on CPU is several times slower for [K, P] arrays)."""
+  k = x.shape[0]
+  if k <= block:
+    tri = jnp.tril(jnp.ones((k, k), x.dtype))
+    return jnp.einsum("ij,j...->i...", tri, x, precision=jax.lax.Precision.HIGHEST)
+  nb = -(-k // block)
+  xp = jnp.concatenate([x, jnp.zeros((nb * block - k,) + x.shape[1:], x.dtype)])
+  xp = xp.reshape((nb, block) + x.shape[1:])
+  tri = jnp.tril(jnp.ones((block, block), x.dtype))
+  within = jnp.einsum("ij,bj...->bi...", tri, xp, precision=jax.lax.Precision.HIGHEST)
+  offsets = jnp.cumsum(within[:, -1], axis=0) - within[:, -1]          # exclusive block sums
+  return (within + offsets[:, None]).reshape((nb * block,) + x.shape[1:])[:k]
+
+
+def _chunked(fn, xs, chunk):
+  """``lax.map`` in vmapped chunks over the leading axis of ``xs``."""
+  return jax.lax.map(fn, xs, batch_size=max(1, min(chunk, xs.shape[0])))
+
+
+class _Engine:
+  """Similarity upper triangles for the full model, every single-map removal, and every prefix
+  of an order. ``kind``: 'pooled' (cumulative sums), 'pooled_rerank' (pooled, spearman),
+  'fc' (prefix sums of fc6 contributions), 'generic' (head.embed on keep masks)."""
+
+  def __init__(self, head, maps, cfg: _Config):
+    self.cfg = cfg
+    self.head = head
+    self.maps = maps
+    self.k = maps.shape[-1]
+    n = maps.shape[0]
+    self.rows, self.cols = rsa.upper_triangle_indices(n)
+    if isinstance(head, ablation.PooledHead):
+      self.kind = "pooled" if cfg.similarity in ("pearson", "cosine") else "pooled_rerank"
+      e = jnp.mean(maps.astype(cfg.head_dtype), axis=(1, 2))
+      self.e = e.astype(jnp.float64)  # [n, K]
+      self.zero = self.e == 0         # [n, K] map k contributes nothing to image i
+    elif isinstance(head, ablation.FcHead):
+      self.kind = "fc"
+      self.a, self.d = _fc_contributions(head, maps, cfg)
+      self.zero = jnp.all(self.d == 0, axis=-1)
+    elif isinstance(head, ablation.GenericHead):
+      self.kind = "generic"
+      self.zero = None                # unknown: no exact-zero shortcut
+    else:
+      raise TypeError(f"unsupported head type {type(head).__name__}; expected PooledHead, "
+                      "FcHead or GenericHead (see ais_jax.ablation)")
+
+  # -- embeddings for arbitrary keep masks (fallback paths) --
+  def _embed_keep(self, keep):
+    """``keep [B, K]`` -> embeddings ``[B, n, D]``."""
+    if self.kind in ("pooled", "pooled_rerank"):
+      return self.e[None] * keep[:, None, :]
+    if self.kind == "fc":
+      pre = jnp.asarray(self.head.b1, self.cfg.head_dtype) + jnp.einsum(
+          "nkd,bk->bnd", self.d, keep.astype(self.cfg.head_dtype),
+          precision=self.cfg.head_precision)
+      return _fc_embed(self.head, pre, self.cfg)
+    emb = self.head.embed(self.maps.astype(self.cfg.head_dtype), keep.astype(self.cfg.head_dtype))
+    return emb[0] if isinstance(emb, tuple) else emb
+
+  def full(self):
+    """``[P]``."""
+    if self.kind in ("pooled", "pooled_rerank"):
+      return _sim_upper(self.e, self.cfg)
+    if self.kind == "fc":
+      return _sim_upper(_fc_embed(self.head, self.a, self.cfg), self.cfg)
+    return _sim_upper(self._embed_keep(jnp.ones((1, self.k)))[0], self.cfg)
+
+  def ablated(self):
+    """``[K, P]``: similarity with map k zeroed in every image."""
+    cfg, k = self.cfg, self.k
+    if self.kind == "pooled":
+      return self._pooled_ablated()
+    if self.kind == "fc":
+      def one(j):
+        return _sim_upper(_fc_embed(self.head, self.a - self.d[:, j], cfg), cfg)
+      return _chunked(one, jnp.arange(k), cfg.chunk)
+    def one_keep(keep):
+      return _sim_upper(self._embed_keep(keep[None])[0], cfg)
+    return _chunked(one_keep, 1.0 - jnp.eye(k), cfg.chunk)
+
+  def _pooled_ablated(self):
+    e, r, c, k = self.e, self.rows, self.cols, self.k
+    nonzero = jnp.sum(e != 0, axis=1)                                # [n]
+    bad = (nonzero[:, None] - (e != 0)) == 0                         # [n, K] all zero w/o k
+    if self.cfg.similarity == "cosine":
+      g = jnp.einsum("id,jd->ij", e, e, precision=jax.lax.Precision.HIGHEST)[r, c]
+      q = jnp.sum(e * e, axis=1)
+      cov = g[None] - (e[r] * e[c]).T                                 # [K, P]
+      qa = q[:, None] - e * e                                         # [n, K]
+      s = cov / jnp.sqrt(qa[r] * qa[c]).T
+    else:
+      mean = jnp.mean(e, axis=1, keepdims=True)
+      cen = e - mean
+      cen = cen - jnp.mean(cen, axis=1, keepdims=True)                # two-pass centring
+      g = jnp.einsum("id,jd->ij", cen, cen, precision=jax.lax.Precision.HIGHEST)[r, c]
+      v = jnp.sum(cen * cen, axis=1)
+      shrink = 1.0 - 1.0 / k
+      # Zeroing coordinate k of rows i, j: cov' = C - e_jk c_ik - e_ik c_jk + e_ik e_jk (1 - 1/K).
+      cov = g[None] - (e[c] * cen[r] + e[r] * cen[c] - shrink * e[r] * e[c]).T
+      va = v[:, None] - 2 * e * cen + shrink * e * e                  # [n, K]
+      s = cov / jnp.sqrt(va[r] * va[c]).T
+    return jnp.where((bad[r] | bad[c]).T, jnp.nan, s)
+
+  def prefixes(self, order, full_upper):
+    """``order [K]`` -> ``[K, P]``: row m-1 keeps the maps ``order[:m]``."""
+    cfg, k = self.cfg, self.k
+    if self.kind == "pooled":
+      return self._pooled_prefixes(order, full_upper)
+    if self.kind == "fc":
+      return self._fc_prefixes(order)
+    position = jnp.argsort(order)                                     # rank of each map
+
+    def one_prefix(m):
+      keep = (position < m + 1).astype(jnp.float64)
+      return _sim_upper(self._embed_keep(keep[None])[0], cfg)
+    return _chunked(one_prefix, jnp.arange(k), cfg.chunk)
+
+  def _pooled_prefixes(self, order, full_upper):
+    r, c, k = self.rows, self.cols, self.k
+    eo = self.e[:, order].T                                           # [K, n], ordered maps
+    g = _cumsum0(eo[:, r] * eo[:, c])                                 # [K, P]
+    q = _cumsum0(eo * eo)                                             # [K, n]
+    bad = jax.lax.cummax(jnp.abs(eo), axis=0) == 0                    # kept maps all zero
+    if self.cfg.similarity == "cosine":
+      s = g / jnp.sqrt(q[:, r] * q[:, c])
+    else:
+      s1 = _cumsum0(eo)
+      cov = g - s1[:, r] * s1[:, c] / k
+      var = q - s1 * s1 / k
+      s = cov / jnp.sqrt(var[:, r] * var[:, c])
+    s = jnp.where(bad[:, r] | bad[:, c], jnp.nan, s)                  # [K, P]
+    return s.at[k - 1].set(full_upper)                                # all maps: exact two-pass
+
+  def _fc_prefixes(self, order):
+    cfg, k = self.cfg, self.k
+    chunk = max(1, min(cfg.chunk, k))
+    n_chunks = -(-k // chunk)
+    pad = n_chunks * chunk - k
+    d = jnp.concatenate([self.d, jnp.zeros_like(self.d[:, :1])], axis=1)   # index K = zero
+    idx = jnp.concatenate([order, jnp.full((pad,), k, order.dtype)]).reshape(n_chunks, chunk)
+    b1 = jnp.asarray(self.head.b1, cfg.head_dtype)
+
+    def step(carry, ids):
+      pre = carry[:, None, :] + jnp.cumsum(d[:, ids], axis=1)           # [n, chunk, D1]
+      emb = _fc_embed(self.head, jnp.swapaxes(pre, 0, 1), cfg)          # [chunk, n, D2]
+      return pre[:, -1], _sim_upper(emb, cfg)
+
+    init = jnp.broadcast_to(b1, (self.d.shape[0], self.d.shape[2]))
+    _, sims = jax.lax.scan(step, init, idx)
+    return sims.reshape(n_chunks * chunk, -1)[:k]
+
+
+def _selection_kernel(head, maps, h_upper, train_masks, test_masks, random_orders, *, cfg,
+                      generic_head=None):
+  """All splits x (AIS order + random orders) x K prefixes in one traced computation.
+
+  Returns a dict of ``full_train [S]``, ``ais [S, K]``, ``orders [S, 1+R, K]``,
+  ``train_curves`` / ``test_curves`` ``[S, 1+R, K]``.
+  """
+  if generic_head is not None:
+    head = generic_head
+  eng = _Engine(head, maps, cfg)
+  full = eng.full()                                                   # [P]
+  abl = eng.ablated()                                                 # [K, P]
+  k = maps.shape[-1]
+
+  def one_split(args):
+    train, test, rand = args
+    base = _score(full[None], h_upper, train, cfg)[0]
+    ais = base - _score(abl, h_upper, train, cfg)                     # [K]
+    if eng.zero is not None:
+      # A map contributing nothing to any image of the train pairs leaves every train
+      # similarity unchanged: its AIS is exactly 0 (not rounding noise), so such maps tie.
+      involved = jnp.zeros(maps.shape[0], bool).at[eng.rows].max(train).at[eng.cols].max(train)
+      inactive = jnp.all(eng.zero | ~involved[:, None], axis=0)
+      ais = jnp.where(inactive & ~jnp.isnan(base), 0.0, ais)
+    key = jnp.where(jnp.isnan(ais), jnp.inf, -ais) + 0.0
+    order = jnp.argsort(key, stable=True).astype(jnp.int32)
+    orders = jnp.concatenate([order[None], rand], axis=0)             # [1+R, K]
+
+    def curves(o):
+      pref = eng.prefixes(o, full)                                    # [K, P]
+      return _score(pref, h_upper, train, cfg), _score(pref, h_upper, test, cfg)
+
+    tr, te = jax.lax.map(curves, orders)
+    return {"full_train": base, "ais": ais, "orders": orders, "train_curves": tr,
+            "test_curves": te}
+
+  return jax.lax.map(one_split, (train_masks, test_masks, random_orders),
+                     batch_size=max(1, min(cfg.split_batch, train_masks.shape[0])))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(cfg: _Config, generic_head):
+  return jax.jit(functools.partial(_selection_kernel, cfg=cfg, generic_head=generic_head))
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+
+
+@dataclasses.dataclass
+class SelectionResult:
+  """Outputs of :func:`select_maps` (numpy; S splits, R random orders per split, K maps).
+
+  Attributes:
+    splits: the image splits (``Split``), or None for pair splits.
+    train_masks, test_masks: ``[S, P]`` bool pair masks actually used.
+    train_ais: ``[S, K]`` cohort AIS on each split's train pairs (``score``).
+    orders: ``[S, K]`` AIS map order per split.
+    train_curves, test_curves: ``[S, K]`` score keeping the first m = 1..K maps (NaN where
+      undefined).
+    m_star: ``[S]`` 1-based first maximum of the defined train scores (0: all undefined).
+    test_retained: ``[S]`` test score at m* (NaN where m* = 0).
+    test_full: ``[S]`` test score with all maps.
+    random_orders, random_train_curves, random_test_curves: ``[S, R, K]``.
+    random_m_star: ``[S, R]``; random_test_retained: ``[S, R]``.
+    n_train, n_test: ``[S]`` images (image folds) or pairs (pair splits) in train / test.
+    settings: the options used; undefined: counts of NaN values; timings: seconds.
+  """
+  splits: Optional[list]
+  train_masks: np.ndarray
+  test_masks: np.ndarray
+  train_ais: np.ndarray
+  orders: np.ndarray
+  train_curves: np.ndarray
+  test_curves: np.ndarray
+  m_star: np.ndarray
+  test_retained: np.ndarray
+  test_full: np.ndarray
+  random_orders: np.ndarray
+  random_train_curves: np.ndarray
+  random_test_curves: np.ndarray
+  random_m_star: np.ndarray
+  random_test_retained: np.ndarray
+  n_train: np.ndarray
+  n_test: np.ndarray
+  settings: dict
+  undefined: dict
+  timings: dict
+
+
+def _retained(test_curves, m_star):
+  idx = np.maximum(m_star - 1, 0)
+  val = np.take_along_axis(test_curves, idx[..., None], axis=-1)[..., 0]
+  return np.where(m_star > 0, val, np.nan)
+
+
+def _check_options(score, comparison, similarity, precision, maps, head):
+  if score not in SCORES:
+    raise ValueError(f"score={score!r} is not one of {SCORES}")
+  if comparison not in rsa.COMPARISONS:
+    raise ValueError(f"comparison={comparison!r} is not one of {rsa.COMPARISONS}")
+  if similarity not in rsa.SIMILARITIES:
+    raise ValueError(f"similarity={similarity!r} is not one of {rsa.SIMILARITIES}")
+  if comparison == "spearman" and score == "r2":
+    raise ValueError("Spearman agreement has no r^2 variant; use score='r' with "
+                     "comparison='spearman' (or comparison='pearson' for r^2)")
+  precision_lib.resolve(precision)
+  if maps.ndim != 4:
+    raise ValueError(f"maps: expected [n, h, w, K], got shape {maps.shape}")
+  if not isinstance(head, (ablation.PooledHead, ablation.FcHead, ablation.GenericHead)):
+    raise TypeError(f"head: expected PooledHead, FcHead or GenericHead, got {type(head)}")
+
+
+def select_maps(head, maps, human, *, test_indices: Optional[Sequence[Sequence[int]]] = None,
+                folds: int = 5, seeds: int = 8, seed: int = 0, pair_split: bool = False,
+                test_fraction: float = 0.2, score: str = "r2", similarity: str = "pearson",
+                comparison: str = "pearson", precision: str = "exact", random_orders: int = 1,
+                random_seed: Optional[int] = None, chunk: Optional[int] = None,
+                memory_budget_gb: float = 2.0) -> SelectionResult:
+  """Cross-validated map selection for one model and one human matrix.
+
+  Args:
+    head: ``spec.get_ablation_head(variables)`` (PooledHead | FcHead | GenericHead).
+    maps: ``[n, h, w, K]`` feature maps (float32 from the trunk, or float64).
+    human: ``[n, n]`` human similarity (NaN = missing pair; diagonal ignored).
+    test_indices: explicit image test sets (one per split); default: :func:`image_folds`
+      with ``folds``, ``seeds``, ``seed``.
+    pair_split: use :func:`pair_split_masks` (``test_fraction`` of pairs; leaks images, see there)
+      instead of image folds.
+    score: 'r2' (published) or 'r': used for the cohort AIS ranking and both curves.
+    similarity: 'pearson' | 'spearman' | 'cosine' first-order similarity of embeddings.
+    comparison: 'pearson' | 'spearman' agreement with the human matrix.
+    precision: 'exact' | 'float32' | 'fast' (head dtype; similarity/agreement float64).
+    random_orders: random map orders per split for the chance control (0: none). Orders are
+      ``numpy.random.default_rng(random_seed).permutation(K)`` drawn split by split;
+      ``random_seed`` defaults to ``(seed, 1)``.
+    chunk: prefixes (or ablations) per head pass for fc/generic heads; default from
+      ``memory_budget_gb``.
+
+  Returns:
+    :class:`SelectionResult`.
+  """
+  if not isinstance(maps, jax.Array):
+    maps = np.asarray(maps)  # converted inside the float64 scope (keeps float64 inputs float64)
+  _check_options(score, comparison, similarity, precision, maps, head)
+  n, k = maps.shape[0], maps.shape[-1]
+  h = validate_human_similarity(human, n_images=n)
+  t0 = time.perf_counter()
+  splits = None
+  if pair_split:
+    train_m, test_m = pair_split_masks(h, seeds=seeds, seed=seed, test_fraction=test_fraction)
+    n_train, n_test = train_m.sum(1), test_m.sum(1)
+  else:
+    if test_indices is None:
+      splits = image_folds(n, folds=folds, seeds=seeds, seed=seed)
+    else:
+      splits = [Split(seed=-1, fold=i, test_indices=np.sort(np.asarray(t, int)))
+                for i, t in enumerate(test_indices)]
+    train_m, test_m = image_split_masks(h, [s.test_indices for s in splits])
+    n_test = np.array([len(s.test_indices) for s in splits])
+    n_train = n - n_test
+  s_count = train_m.shape[0]
+  rng = np.random.default_rng((seed, 1) if random_seed is None else random_seed)
+  rand = np.stack([[rng.permutation(k) for _ in range(random_orders)] for _ in range(s_count)])
+  rand = rand.reshape(s_count, random_orders, k).astype(np.int32)
+
+  pcfg = precision_lib.resolve(precision)
+  p = n * (n - 1) // 2
+  if chunk is None:
+    if isinstance(head, ablation.FcHead):
+      width = int(np.shape(head.w1)[1]) + int(np.shape(head.w2)[1])
+      per_item = n * width * 8 * 4 + p * 8 * 4
+    else:
+      per_item = n * max(k, 64) * 8 * 4 + p * 8 * 4
+    chunk = int(max(1, min(k, memory_budget_gb * 2**30 // max(per_item, 1))))
+  split_batch = 1
+  cfg = _Config(similarity=similarity, comparison=comparison, score=score,
+                head_dtype=pcfg.head_dtype, head_precision=pcfg.head_precision, chunk=chunk,
+                split_batch=split_batch)
+  generic = head if isinstance(head, ablation.GenericHead) else None
+  fn = _compiled(cfg, generic)
+  h_upper = h[np.triu_indices(n, k=1)]
+  t_prep = time.perf_counter()
+  with precision_lib.float64_scope():
+    out = fn(None if generic is not None else head, maps, jnp.asarray(h_upper),
+             jnp.asarray(train_m), jnp.asarray(test_m), jnp.asarray(rand))
+    out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
+  t_run = time.perf_counter()
+
+  train_c, test_c = out["train_curves"], out["test_curves"]
+  m_star = first_maximum(train_c)                                      # [S, 1+R]
+  retained = _retained(test_c, m_star)
+  undefined = {
+      "train_ais": int(np.isnan(out["ais"]).sum()),
+      "train_curves": int(np.isnan(train_c[:, 0]).sum()),
+      "test_curves": int(np.isnan(test_c[:, 0]).sum()),
+      "m_star_undefined": int((m_star[:, 0] == 0).sum()),
+      "test_full": int(np.isnan(test_c[:, 0, -1]).sum()),
+      "random_train_curves": int(np.isnan(train_c[:, 1:]).sum()),
+      "random_test_curves": int(np.isnan(test_c[:, 1:]).sum()),
+      "where_curves_undefined_m": sorted(set(
+          (np.argwhere(np.isnan(test_c[:, 0]) | np.isnan(train_c[:, 0]))[:, 1] + 1).tolist())),
+  }
+  settings = dict(n=n, K=k, splits=s_count, folds=None if pair_split else folds,
+                  seeds=seeds, seed=seed, pair_split=pair_split,
+                  test_fraction=test_fraction if pair_split else None, score=score,
+                  similarity=similarity, comparison=comparison, precision=precision,
+                  random_orders=random_orders, chunk=chunk,
+                  head=type(head).__name__, explicit_folds=test_indices is not None)
+  return SelectionResult(
+      splits=splits, train_masks=train_m, test_masks=test_m, train_ais=out["ais"],
+      orders=out["orders"][:, 0], train_curves=train_c[:, 0], test_curves=test_c[:, 0],
+      m_star=m_star[:, 0], test_retained=retained[:, 0], test_full=test_c[:, 0, -1],
+      random_orders=out["orders"][:, 1:], random_train_curves=train_c[:, 1:],
+      random_test_curves=test_c[:, 1:], random_m_star=m_star[:, 1:],
+      random_test_retained=retained[:, 1:], n_train=np.asarray(n_train),
+      n_test=np.asarray(n_test), settings=settings, undefined=undefined,
+      timings={"prepare_s": t_prep - t0, "compiled_call_s": t_run - t_prep,
+               "total_s": t_run - t0})
+
+
+def summarize(result: SelectionResult, *, alternative: str = "two-sided") -> dict:
+  """Means and tests of a :class:`SelectionResult` (JSON-ready).
+
+  Tests compare retained against full test scores (``a = retained``, ``b = full``; a one-tailed
+  ``alternative='greater'`` asks whether retained is better): the paper's paired t-test, the
+  corrected resampled t-test (train/test sizes from the splits), and the same two for the AIS
+  order against the random-order control (retained vs random retained, random averaged over the
+  random orders of a split). Loftus-Masson errors use the splits as subjects.
+  """
+  from ais_jax import stats
+  out = {
+      "mean_test_full": float(np.nanmean(result.test_full)),
+      "mean_test_retained": float(np.nanmean(result.test_retained)),
+      "mean_m_star": stats.mean_retained_size(result.m_star),
+      "n_splits": int(result.m_star.size),
+  }
+  tests = {}
+  pair = np.stack([result.test_full, result.test_retained], axis=1)
+  try:
+    lm = stats.loftus_masson_se(pair)
+    out["loftus_masson"] = {"se": lm.se, "ci95_halfwidth": lm.ci_halfwidth, "df": lm.df,
+                            "n_subjects": lm.n_subjects, "n_dropped": lm.n_dropped}
+    tests["retained_vs_full_paired"] = stats.paired_ttest(
+        result.test_retained, result.test_full, alternative=alternative).as_dict()
+    tests["retained_vs_full_corrected"] = stats.corrected_resampled_ttest(
+        result.test_retained, result.test_full, n_train=result.n_train, n_test=result.n_test,
+        alternative=alternative).as_dict()
+  except ValueError as e:  # fewer than 2 defined splits
+    tests["retained_vs_full_error"] = str(e)
+  if result.random_test_retained.size:
+    with np.errstate(all="ignore"):
+      rand = np.nanmean(result.random_test_retained, axis=1)
+    out["mean_test_random_retained"] = float(np.nanmean(rand))
+    out["mean_random_m_star"] = stats.mean_retained_size(result.random_m_star)
+    try:
+      lm = stats.loftus_masson_se(np.stack([result.test_full, rand], axis=1))
+      out["loftus_masson_random"] = {"se": lm.se, "ci95_halfwidth": lm.ci_halfwidth}
+      tests["retained_vs_random_paired"] = stats.paired_ttest(
+          result.test_retained, rand, alternative=alternative).as_dict()
+      tests["retained_vs_random_corrected"] = stats.corrected_resampled_ttest(
+          result.test_retained, rand, n_train=result.n_train, n_test=result.n_test,
+          alternative=alternative).as_dict()
+    except ValueError as e:
+      tests["retained_vs_random_error"] = str(e)
+  out["tests"] = tests
+  return out

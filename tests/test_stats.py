@@ -1,0 +1,102 @@
+"""Statistics helpers against scipy and hand computations."""
+
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+
+from ais_jax import stats
+
+
+@pytest.fixture(scope="module")
+def paired():
+  rng = np.random.default_rng(0)
+  full = rng.normal(0.3, 0.05, size=40)
+  retained = full + rng.normal(0.01, 0.02, size=40)
+  return retained, full
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_paired_ttest_equals_scipy(paired, alternative):
+  a, b = paired
+  got = stats.paired_ttest(a, b, alternative=alternative)
+  want = scipy.stats.ttest_rel(a, b, alternative=alternative)
+  assert got.statistic == pytest.approx(want.statistic, rel=1e-12)
+  assert got.pvalue == pytest.approx(want.pvalue, rel=1e-10)
+  assert got.df == 39 and got.n == 40 and got.n_dropped == 0
+
+
+def test_paired_ttest_drops_nan_pairs(paired):
+  a, b = paired
+  a = a.copy()
+  a[[3, 7]] = np.nan
+  got = stats.paired_ttest(a, b)
+  keep = ~np.isnan(a)
+  want = scipy.stats.ttest_rel(a[keep], b[keep])
+  assert got.n_dropped == 2 and got.n == 38
+  assert got.statistic == pytest.approx(want.statistic, rel=1e-12)
+
+
+def test_corrected_resampled_ttest_by_hand(paired):
+  a, b = paired
+  d = [x - y for x, y in zip(a, b)]
+  j = len(d)
+  mean = sum(d) / j
+  var = sum((v - mean) ** 2 for v in d) / (j - 1)
+  n_train, n_test = 73.6, 18.4                     # 92 images, 5 folds
+  t = mean / ((1 / j + n_test / n_train) * var) ** 0.5
+  p = 2 * scipy.stats.t.sf(abs(t), j - 1)
+  got = stats.corrected_resampled_ttest(a, b, n_train=n_train, n_test=n_test)
+  assert got.statistic == pytest.approx(t, rel=1e-12)
+  assert got.pvalue == pytest.approx(p, rel=1e-10)
+  # the correction only shrinks |t| relative to the paired test
+  assert abs(got.statistic) < abs(stats.paired_ttest(a, b).statistic)
+  one = stats.corrected_resampled_ttest(a, b, n_train=n_train, n_test=n_test,
+                                        alternative="greater")
+  assert one.pvalue == pytest.approx(scipy.stats.t.sf(t, j - 1), rel=1e-10)
+
+
+def test_loftus_masson_direct_formula():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(12, 3)) + rng.normal(size=(12, 1)) * 3   # large subject effects
+  got = stats.loftus_masson_se(x)
+  # Direct: SS_interaction = SS_total - SS_subjects - SS_conditions.
+  j, c = x.shape
+  grand = x.mean()
+  ss_total = ((x - grand) ** 2).sum()
+  ss_subj = c * ((x.mean(1) - grand) ** 2).sum()
+  ss_cond = j * ((x.mean(0) - grand) ** 2).sum()
+  ms = (ss_total - ss_subj - ss_cond) / ((j - 1) * (c - 1))
+  assert got.se == pytest.approx(np.sqrt(ms / j), rel=1e-12)
+  assert got.ci_halfwidth == pytest.approx(scipy.stats.t.ppf(0.975, (j - 1) * (c - 1))
+                                           * np.sqrt(ms / j), rel=1e-12)
+  # subject effects do not enter the within-subject error
+  shifted = x + rng.normal(size=(12, 1)) * 100
+  assert stats.loftus_masson_se(shifted).se == pytest.approx(got.se, rel=1e-9)
+  # two conditions: se = sd(difference) / sqrt(2 J)
+  two = x[:, :2]
+  assert stats.loftus_masson_se(two).se == pytest.approx(
+      np.std(two[:, 0] - two[:, 1], ddof=1) / np.sqrt(2 * j), rel=1e-12)
+
+
+def test_mean_retained_size():
+  assert stats.mean_retained_size([3, 5, 0, 4]) == 4.0
+  assert np.isnan(stats.mean_retained_size([0, 0]))
+
+
+def test_small_helpers():
+  rng = np.random.default_rng(2)
+  x, y = rng.normal(size=50), rng.normal(0.5, size=60)
+  want = scipy.stats.ks_2samp(x, y)
+  assert stats.ks_2samp(x, y) == pytest.approx((want.statistic, want.pvalue))
+  v = np.array([1.0, 2.0, 4.0, 9.0])
+  assert stats.mean_absolute_deviation(v) == pytest.approx(np.mean(np.abs(v - 4.0)))
+  assert stats.mean_absolute_deviation(v, center="median") == pytest.approx(
+      np.mean(np.abs(v - 3.0)))
+  logits = rng.normal(size=(4, 10))
+  p = scipy.special.softmax(logits, axis=-1)
+  np.testing.assert_allclose(stats.softmax_entropy(logits), scipy.stats.entropy(p, axis=-1),
+                             rtol=1e-12)
+  assert stats.softmax_entropy(np.zeros(8)) == pytest.approx(np.log(8))
+  with pytest.raises(ValueError, match="alternative"):
+    stats.paired_ttest(x[:5], y[:5], alternative="bigger")
