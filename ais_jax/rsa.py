@@ -176,9 +176,13 @@ def correlation(x, y, mask=None, *, kind: str = "pearson", axis: int = -1, dtype
       m = jnp.moveaxis(m, axis, -1)
     m = jnp.broadcast_to(m, shape)
   if kind == "spearman":
-    nan_in_mask = jnp.any(m & (jnp.isnan(x) | jnp.isnan(y)), axis=-1)
+    # The undefined rule applies to the values, not their ranks: values equal up to rounding
+    # would otherwise be ranked by rounding noise.
+    n = jnp.maximum(jnp.sum(m, axis=-1, keepdims=True).astype(x.dtype), 1)
+    undefined = (jnp.any(m & (jnp.isnan(x) | jnp.isnan(y)), axis=-1) |
+                 _is_constant(x, m, n) | _is_constant(y, m, n))
     r = _pearson_last(_ranks_over_mask(x, m), _ranks_over_mask(y, m), m)
-    return jnp.where(nan_in_mask, jnp.nan, r)
+    return jnp.where(undefined, jnp.nan, r)
   return _pearson_last(x, y, m)
 
 

@@ -229,6 +229,7 @@ def test_undefined_rule_constant_zero_and_rounding_noise():
     assert np.isnan(rsa.correlation(zeros, y, kind=kind))
     assert np.isnan(rsa.correlation(y, zeros, kind=kind))
   assert np.isnan(rsa.correlation(noise, y))
+  assert np.isnan(rsa.correlation(noise, y, kind="spearman"))  # not ranked by rounding noise
   assert np.isfinite(rsa.correlation(real, y))
   assert bool(rsa.is_constant(noise)) and not bool(rsa.is_constant(real))
   e = rng.normal(size=(5, 8))
