@@ -1,0 +1,116 @@
+"""The main job (experiments.run) on a tiny planted cohort: report files, numbers, determinism."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ais_jax.errors import UserInputError
+from ais_jax.report import index
+
+run_lib = pytest.importorskip("experiments.run")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tiny: 8 images of 64 px (resized to Lite0's 224), 2 folds x 1 seed.
+TINY = dict(dataset="planted", n_images=8, image_size=64, seed=1, folds=2, seeds=1,
+            batch_size=8, random_orders=1, examples_per_group=2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("run") / "planted")
+  config = run_lib.RunConfig(out=out, **TINY)
+  first = run_lib.run_report(config)
+  first_arrays = {name: np.load(os.path.join(out, "ais", f"{name}.npy"))
+                  for name in ("per_image_ais", "cohort_ais", "heatmaps")}
+  # Without --overwrite the finished folder is refused before any work.
+  with pytest.raises(UserInputError, match="overwrite"):
+    run_lib.run_report(config)
+  # The same flags again into the same folder (--overwrite): identical numbers expected.
+  second = run_lib.run_report(run_lib.RunConfig(out=out, overwrite=True, **TINY))
+  return out, first, second, first_arrays
+
+
+def test_index_and_every_referenced_file_exist(runs):
+  out, _, second, _ = runs
+  path = os.path.join(out, "index.html")
+  assert os.path.isfile(path)
+  referenced = index.files_in_index(path)
+  for expected in ("planted/mass.png", "planted/examples.png", "figures/heatmaps.png",
+                   "figures/mean_activation.png", "selection/selection.png",
+                   "aim2/ais_distributions.png", "saliency/pr_curves.png",
+                   "planted/mass_per_image.csv", "selection/cv.json"):
+    assert expected in referenced, expected
+  for rel in referenced:
+    assert os.path.isfile(os.path.join(out, rel)), rel
+  for rel in second["files"]:
+    assert os.path.isfile(os.path.join(out, rel)), rel
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  assert text.count("How to read it:") >= 8
+  assert "What this does and does not show" in text
+  # PNGs are real images.
+  from PIL import Image
+  with Image.open(os.path.join(out, "planted", "mass.png")) as im:
+    assert im.size[0] > 300 and im.size[1] > 150
+
+
+def test_summary_records_what_reruns_it(runs):
+  out, _, second, _ = runs
+  with open(os.path.join(out, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["flags"]["n_images"] == 8 and summary["flags"]["seed"] == 1
+  assert "--n_images=8" in summary["rerun"] and "--seed=1" in summary["rerun"]
+  assert summary["inputs"]["images_sha256"] and summary["inputs"]["human_sha256"]
+  assert summary["environment"]["jax"] and summary["models"]["Lite0"]["weights"]
+  assert summary["seeds"]["selection_folds"] == [0]
+  # The AIS run folder reads back and matches the summary's counts.
+  from ais_jax.io import load_run
+  run = load_run(os.path.join(out, "ais"))
+  assert run["per_image_ais"].shape == (8, 1280) and run["heatmaps"].shape == (8, 7, 7)
+  assert summary["results"]["n_maps"] == 1280
+
+
+def test_planted_numbers_match_a_direct_computation(runs):
+  out, _, second, _ = runs
+  from ais_jax import heatmaps as heatmaps_lib
+  from ais_jax.data import planted
+  cohort = planted.generate(8, 64, seed=1)
+  heat = np.load(os.path.join(out, "ais", "heatmaps.npy"))
+  up = np.asarray(heatmaps_lib.upsample(heat, (64, 64)), np.float64)
+  positive = np.maximum(up, 0)
+  want = (positive * cohort.target_masks).sum((1, 2)) / positive.sum((1, 2))
+  got = second["results"]["planted"]["AIS heatmap"]["target_mass"]["mean"]
+  np.testing.assert_allclose(got, want.mean(), rtol=1e-9)
+  rows = np.genfromtxt(os.path.join(out, "planted", "mass_per_image.csv"), delimiter=",",
+                       names=True, dtype=None, encoding="utf-8")
+  np.testing.assert_allclose(rows["AIS_heatmap_target_mass"], want, rtol=1e-9)
+  np.testing.assert_allclose(rows["target_area"], cohort.target_masks.mean((1, 2)))
+
+
+def test_two_runs_give_identical_numbers(runs):
+  out, first, second, first_arrays = runs
+  assert json.dumps(first["results"], sort_keys=True) == json.dumps(second["results"],
+                                                                     sort_keys=True)
+  for name, array in first_arrays.items():
+    np.testing.assert_array_equal(np.load(os.path.join(out, "ais", f"{name}.npy")), array)
+  compared = 0
+  for rel, record in first["files"].items():
+    if rel.endswith((".png", ".html")) or os.path.basename(rel) == "summary.json":
+      continue  # images and timing records; the numbers behind every figure are compared
+    assert second["files"][rel]["sha256"] == record["sha256"], rel
+    compared += 1
+  assert compared >= 20
+
+
+def test_user_input_errors_are_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.run", "--dataset=kriegeskorte92",
+       f"--data_dir={tmp_path / 'missing'}", f"--out={tmp_path / 'out'}", "--noprogress"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: --data_dir:") and "Traceback" not in proc.stderr
