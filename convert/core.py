@@ -15,6 +15,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ais_jax.io.trees import flatten as _flatten
+from ais_jax.io.trees import strip_wrappers  # noqa: F401  (part of this module's API)
+from ais_jax.io.trees import unflatten as _unflatten
+
 # Transforms from the PyTorch layout to the Flax layout.
 TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda a: a,
@@ -35,40 +39,6 @@ class Rule:
   pattern: str      # regex, full match on the torch key
   target: str       # Flax path, e.g. r'params/features_\1/kernel'; '' with transform 'ignore'
   transform: str = "identity"  # a key of TRANSFORMS, or 'ignore'
-
-
-def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-  """Unwraps {'state_dict': ...} / {'model': ...} and 'module.' prefixes (DataParallel)."""
-  sd = state_dict
-  for wrapper in ("state_dict", "model", "model_state_dict"):
-    if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
-      sd = sd[wrapper]
-  out = {}
-  for k, v in sd.items():
-    out[k[len("module."):] if k.startswith("module.") else k] = v
-  return out
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for k, v in tree.items():
-    path = f"{prefix}/{k}" if prefix else str(k)
-    if isinstance(v, Mapping):
-      flat.update(_flatten(v, path))
-    else:
-      flat[path] = v
-  return flat
-
-
-def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = tree
-    parts = path.split("/")
-    for p in parts[:-1]:
-      node = node.setdefault(p, {})
-    node[parts[-1]] = v
-  return tree
 
 
 def convert_state_dict(state_dict: Mapping[str, Any], rules: Sequence[Rule],

@@ -212,6 +212,8 @@ def test_registry_hashes_and_urls_match_their_sources():
       "resnet50_imagenet": tvm.ResNet50_Weights.IMAGENET1K_V1.url,
       "resnet152_imagenet": tvm.ResNet152_Weights.IMAGENET1K_V1.url,
       "resnext50_32x4d_imagenet": tvm.ResNeXt50_32X4D_Weights.IMAGENET1K_V1.url,
+      "alexnet_imagenet": tvm.AlexNet_Weights.IMAGENET1K_V1.url,
+      "squeezenet1_1_imagenet": tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1.url,
   }
   for name, url in torchvision_urls.items():
     entry = registry.get(name)
@@ -221,8 +223,10 @@ def test_registry_hashes_and_urls_match_their_sources():
   assert registry.get("vgg16_ecoset").num_classes == 565
   assert {e.arch for e in registry.REGISTRY.values()} == {
       "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16", "vgg19",
-      "resnet50", "resnet152", "resnext50_32x4d"}
-  with pytest.raises(ValueError, match="unknown weights name 'nope'; known: barlowtwins"):
+      "resnet50", "resnet152", "resnext50_32x4d", "alexnet", "squeezenet1_1"}
+  from ais_jax import models
+  assert {e.arch for e in registry.REGISTRY.values()} <= set(models.names())
+  with pytest.raises(ValueError, match="unknown weights name 'nope'; known: alexnet_imagenet, barlowtwins"):
     registry.get("nope")
 
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 import ais_jax
+from ais_jax.io import trees
 
 __all__ = ["CHECKPOINT_FORMAT", "PROVENANCE_FILE", "VARIABLES_DIR", "is_checkpoint",
            "load_checkpoint", "read_provenance", "save_checkpoint"]
@@ -32,17 +33,7 @@ CHECKPOINT_FORMAT = 1
 PROVENANCE_FILE = "provenance.json"
 VARIABLES_DIR = "variables"
 _REQUIRED = ("arch", "num_classes")
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for k, v in tree.items():
-    path = f"{prefix}/{k}" if prefix else str(k)
-    if isinstance(v, Mapping):
-      flat.update(_flatten(v, path))
-    else:
-      flat[path] = v
-  return flat
+_flatten = trees.flatten
 
 
 def _to_numpy_tree(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -291,7 +291,7 @@ def _materialize_tree(obj, path: str):
 
 def _as_state_dict(obj, path: str) -> dict[str, np.ndarray]:
   """Unwraps ``{'state_dict': ...}`` and 'module.' prefixes; checks every value is a tensor."""
-  from convert.core import strip_wrappers  # pylint: disable=g-import-not-at-top
+  from ais_jax.io.trees import strip_wrappers  # pylint: disable=g-import-not-at-top
   if not isinstance(obj, Mapping):
     raise CheckpointFormatError(
         f"{path}: holds a {type(obj).__name__}, not a state dict (a mapping from parameter names "
