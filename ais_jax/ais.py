@@ -1,0 +1,563 @@
+"""Alignment-importance scores (AIS) of every feature map, for a whole cohort in one compiled call.
+
+Semantics (DESIGN.md section 1), with ``E [n, D]`` the embeddings, ``H [n, n]`` the human
+similarity, ``sim`` the first-order similarity and ``cmp`` the agreement:
+
+* per-image AIS ``[n, K]``: map k is zeroed in image i only, so only row i of the model similarity
+  changes: ``AIS_ik = cmp(s_i, H_i) - cmp(s_i^(-k), H_i)`` over ``j != i`` where ``H_ij`` is finite.
+* cohort AIS ``[K]``: map k is zeroed in every image: ``cmp(upper(Z), upper(H)) -
+  cmp(upper(Z^(-k)), upper(H))``; ``score='r2'`` gives ``r^2(all) - r^2(without k)`` (Pearson
+  only).
+* Undefined values: a per-image row whose baseline agreement is NaN is NaN for every map; a map
+  that is inactive in image i (zero contribution) has per-image AIS exactly 0 when the baseline is
+  defined (and a map inactive in every image has cohort AIS exactly 0); any other NaN similarity or
+  agreement gives NaN (reported in ``AisResult.undefined``).
+
+How (DESIGN.md section 2): for every chunk of maps the kernel builds the ablated embeddings of all
+(map, image) pairs - or, for pooled heads with Pearson/cosine similarity, rank-one updates of the
+Gram matrix without any embedding - and derives from them both the changed rows (per-image) and the
+whole ablated matrices (cohort). Fully connected heads (VGG) subtract each map's fc6 contribution
+from the baseline pre-activation, so only fc7 runs per ablation, and only for the active pairs
+(compacted, fixed-size sub-batches, a data-dependent trip count: shapes stay static). The chunk
+loop is ``jax.lax.map`` over a map axis padded to a multiple of the chunk size, so one cohort shape
+compiles once. Image and map axes can be split over a device mesh (``mesh`` with axes 'images'
+and 'maps', via ``jax.shard_map``).
+
+Precision (DESIGN.md section 3, :mod:`ais_jax.precision`): the head runs in float64 ('exact'),
+float32 HIGHEST ('float32') or float32 DEFAULT ('fast'); similarities and agreements always run in
+float64 inside a scoped x64 context (the caller's global flag is untouched).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from ais_jax import ablation
+from ais_jax import rsa
+from ais_jax import validation
+from ais_jax.ablation import FcHead, GenericHead, PooledHead
+from ais_jax.precision import float64_scope, resolve
+
+SIMILARITIES = rsa.SIMILARITIES
+COMPARISONS = rsa.COMPARISONS
+COHORT_SCORES = ("r", "r2")
+IMAGE_AXIS = "images"
+MAP_AXIS = "maps"
+# Rows per fc7 matmul on the fc path (active (map, image) pairs, compacted).
+SUB_BATCH = 1024
+
+# Number of times each kernel variant was traced (for compile-count tests and diagnostics).
+TRACE_COUNTS: dict[str, int] = {}
+
+
+@dataclasses.dataclass
+class AisResult:
+  """Output of :func:`compute_ais`.
+
+  Attributes:
+    per_image: ``[n, K]`` float64 per-image AIS (NaN where undefined).
+    cohort: ``[K]`` float64 cohort AIS with the requested ``cohort_score``.
+    embeddings: ``[n, D]`` float32 baseline embeddings (computed in the head's precision).
+    baseline_rows: ``[n]`` float64 per-image baseline agreement ``cmp(s_i, H_i)``.
+    baseline: float, cohort baseline agreement ``cmp(upper(Z), upper(H))`` (r, not r^2).
+    active: ``[n, K]`` bool, False where map k contributes nothing to image i (AIS exactly 0).
+    undefined: counts and locations of NaN values (``per_image``, ``cohort``) and
+      ``undefined_baseline_rows``: the images whose baseline row agreement is undefined.
+    timings: seconds per stage (``prepare``, ``kernel`` (includes compilation on the first call of
+      a shape, see ``compiled``), ``finalize``, ``total``).
+    options: the options used (similarity, comparison, cohort_score, precision, chunk sizes).
+  """
+  per_image: np.ndarray
+  cohort: np.ndarray
+  embeddings: np.ndarray
+  baseline_rows: np.ndarray
+  baseline: float
+  active: np.ndarray
+  undefined: dict
+  timings: dict
+  options: dict
+
+
+# ----------------------------------------------------------------------------------------------
+# Similarity pieces that match ais_jax.rsa's definitions (unit vectors whose dot products are the
+# similarities), so that only the changed rows need recomputing.
+
+
+def _unit_vectors(e, kind: str):
+  """``[..., D] -> ([..., D] unit vectors, [...] undefined)`` for similarity ``kind``.
+
+  pearson: two-pass centred, spearman: average-tie ranks then centred, cosine: raw; undefined as
+  :func:`ais_jax.rsa.similarity_matrix` (constant vectors; all-zero for cosine).
+  """
+  if kind == "cosine":
+    bad = jnp.max(jnp.abs(e), axis=-1) == 0
+  else:
+    bad = rsa.is_constant.kernel(e, axis=-1, dtype=e.dtype)
+  if kind == "spearman":
+    e = rsa.rankdata.kernel(e, axis=-1, dtype=e.dtype)
+  if kind in ("pearson", "spearman"):
+    e = _centre(e)
+  norm = jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True))
+  return e / jnp.where(norm > 0, norm, 1), bad
+
+
+def _centre(e):
+  d = e.shape[-1]
+  e = e - jnp.sum(e, axis=-1, keepdims=True) / d
+  return e - jnp.sum(e, axis=-1, keepdims=True) / d
+
+
+def _poison(s, bad_rows, bad_cols):
+  return jnp.where(bad_rows[..., :, None] | bad_cols[..., None, :], jnp.nan, s)
+
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """Static configuration of one kernel variant (hashable: part of the jit cache key)."""
+  path: str                 # 'pooled_rank_one' | 'pooled_dense' | 'fc' | 'generic'
+  similarity: str
+  comparison: str
+  head_dtype: Any
+  head_precision: Any
+  chunk: int                # maps per lax.map step
+  sub_batch: int            # fc path: (map, image) pairs per fc7 call
+  num_maps: int             # K
+  map_pad: int              # padded map axis (multiple of chunk x map devices)
+  image_pad: int            # padded target axis (multiple of image devices)
+  generic_embed: Any = None  # GenericHead.embed (static), or None
+  generic_kind: str = "user"  # 'user': embed(maps, keep); 'pooled' | 'fc': reference from the head
+  mesh: Any = None
+  image_devices: int = 1
+  map_devices: int = 1
+
+
+def _baseline_embeddings(plan: _Plan, head, maps):
+  """``[n, D]`` in the head dtype, plus fc intermediates."""
+  hd, hp = plan.head_dtype, plan.head_precision
+  if plan.path.startswith("pooled"):
+    return ablation.pooled_embeddings(maps.astype(hd)), None
+  if plan.path == "fc":
+    pooled = ablation.fc_pooled_maps(head, maps, dtype=hd)
+    a = ablation.fc_pre_activation(head, pooled, dtype=hd, precision=hp)
+    return ablation.fc_embed(head, a, dtype=hd, precision=hp), (pooled, a)
+  return _generic_embed(plan, head, maps.astype(hd), None), None
+
+
+def _generic_embed(plan: _Plan, head, maps, keep):
+  """One head pass per mask: ``keep None | [m, K]`` -> ``[n, D] | [m, n, D]`` (head dtype)."""
+  hd = plan.head_dtype
+  if plan.generic_kind == "user":
+    return jnp.asarray(plan.generic_embed(maps, keep), hd)
+  if keep is not None:
+    maps = maps[None] * keep[:, None, None, None, :]
+  lead = maps.shape[:-3]
+  flat = maps.reshape((-1,) + maps.shape[-3:])
+  if plan.generic_kind == "pooled":
+    e = ablation.pooled_embeddings(flat)
+  else:
+    e = ablation.fc_embeddings(head, flat, dtype=hd, precision=plan.head_precision)
+  return e.reshape(lead + e.shape[-1:])
+
+
+def _active_pairs(plan: _Plan, maps, embeddings, fc_parts):
+  """``[n, K]`` bool: map k changes image i's embedding (False means AIS exactly 0)."""
+  if plan.path.startswith("pooled"):
+    return embeddings != 0
+  if plan.path == "fc":
+    pooled = fc_parts[0]
+    return jnp.any(pooled != 0, axis=-1)
+  return jnp.any(maps != 0, axis=(1, 2))
+
+
+def _agreements(plan: _Plan, s_rows, z, human, targets):
+  """Row agreements ``[c, t]`` of ``s_rows [c, t, n]`` (row i of target ``targets[i]``, its
+  diagonal entry excluded) and cohort agreements ``[c]`` of ``z [c, n, n]``."""
+  n = human.shape[0]
+  row_mask = jnp.isfinite(human) & ~jnp.eye(n, dtype=bool)
+  rows = rsa.correlation.kernel(s_rows, human[targets], row_mask[targets],
+                                kind=plan.comparison, dtype=jnp.float64)
+  cohort = rsa.agreement.kernel(z, human, kind=plan.comparison, dtype=jnp.float64)
+  return rows, cohort
+
+
+def _gather_images(x, axis: int, plan: _Plan):
+  if plan.image_devices == 1:
+    return x
+  return jax.lax.all_gather(x, IMAGE_AXIS, axis=axis, tiled=True)
+
+
+def _chunk_dense(plan, head, maps, human, base, ks, kvalid, targets, tvalid):
+  """Ablated embeddings of the pairs (ks x targets) -> similarities -> agreements."""
+  embeddings, fc_parts, active, u0, bad0 = base
+  n = human.shape[0]
+  hd = plan.head_dtype
+  c = ks.shape[0]
+  slots, ks = ks, ks % plan.num_maps
+  pair_active = (active[targets][:, ks] & kvalid[None, :] & tvalid[:, None]).T  # [c, t]
+  if plan.path == "pooled_dense":
+    keep = 1 - jax.nn.one_hot(ks, plan.num_maps, dtype=hd) * kvalid[:, None]  # [c, K]
+    ablated = embeddings[targets][None, :, :] * keep[:, None, :]          # [c, t, K]
+  elif plan.path == "generic":
+    keep = 1 - jax.nn.one_hot(ks, plan.num_maps, dtype=hd) * kvalid[:, None]
+    ablated = _generic_embed(plan, head, maps[targets].astype(hd), keep)  # [c, t, D]
+  else:
+    ablated = _fc_ablated(plan, head, embeddings, fc_parts, slots, targets, pair_active)
+  u, bad = _unit_vectors(ablated.astype(jnp.float64), plan.similarity)   # [c, t, D], [c, t]
+  # Per-image rows: only target i is ablated; the others keep their baseline embeddings.
+  s_rows = _poison(jnp.einsum("kid,jd->kij", u, u0, precision=_HI), bad,
+                   jnp.broadcast_to(bad0, (c, n)))
+  # Cohort: every image ablated.
+  u_all = _gather_images(u, 1, plan)[:, :n]
+  bad_all = _gather_images(bad, 1, plan)[:, :n]
+  z = _poison(jnp.einsum("kid,kjd->kij", u_all, u_all, precision=_HI), bad_all, bad_all)
+  return _agreements(plan, s_rows, z, human, targets)
+
+
+def _fc_ablated(plan, head, embeddings, fc_parts, ks, targets, pair_active):
+  """fc7 outputs of the active pairs (compacted into fixed-size sub-batches); inactive pairs keep
+  the baseline embedding. Returns ``[c, t, D2]`` in the head dtype."""
+  pooled, a = fc_parts
+  hd, hp = plan.head_dtype, plan.head_precision
+  c, t = ks.shape[0], targets.shape[0]
+  d = _fc_chunk_contributions(plan, head, pooled[targets], ks)                        # [c, t, D1]
+  pre = (a[targets][None, :, :] - d).reshape(c * t, -1)                                # [c*t, D1]
+  out = jnp.broadcast_to(embeddings[targets][None], (c, t, embeddings.shape[-1]))
+  out = out.reshape(c * t, -1)
+  flat_active = pair_active.reshape(-1)
+  num_active = jnp.sum(flat_active)
+  b = plan.sub_batch
+  order = jnp.argsort(~flat_active, stable=True)                      # active pairs first
+  order = jnp.concatenate([order, jnp.zeros((b,), order.dtype)])
+
+  def body(j, out):
+    start = j * b
+    idx = jax.lax.dynamic_slice(order, (start,), (b,))
+    valid = start + jnp.arange(b) < num_active
+    rows = ablation.fc_embed(head, pre[idx], dtype=hd, precision=hp)
+    return out.at[jnp.where(valid, idx, c * t)].set(rows, mode="drop")
+
+  out = jax.lax.fori_loop(0, (num_active + b - 1) // b, body, out)
+  return out.reshape(c, t, -1)
+
+
+def _fc_chunk_contributions(plan, head, pooled, ks):
+  """``d [c, t, D1]`` for the contiguous map slots ``ks`` (values >= K are padding, any value).
+
+  A contiguous slice of ``w1`` (no gathered copy of the 100 MB-1 GB weight): the slice start is
+  clamped to fit, and the result rolled back into slot order.
+  """
+  hd, hp = plan.head_dtype, plan.head_precision
+  k = plan.num_maps
+  c = ks.shape[0]
+  width = min(c, k)
+  start = ks[0]
+  first = jnp.clip(start, 0, k - width)
+  t, _, s = pooled.shape
+  w1 = jnp.asarray(head.w1, hd).reshape(k, s, -1)
+  w1 = jax.lax.dynamic_slice_in_dim(w1, first, width, axis=0)
+  p = jax.lax.dynamic_slice_in_dim(pooled.astype(hd), first, width, axis=1)
+  d = jnp.einsum("ncs,csd->cnd", p, w1, precision=hp)                    # [width, t, D1]
+  if width < c:
+    d = jnp.concatenate([d, jnp.zeros((c - width,) + d.shape[1:], d.dtype)])
+  return jnp.roll(d, first - start, axis=0)
+
+
+def _chunk_rank_one(plan, head, maps, human, base, ks, kvalid, targets, tvalid):
+  """Pooled head, Pearson or cosine similarity: rank-one updates of the Gram matrix."""
+  del head, maps, tvalid
+  ks = ks % plan.num_maps
+  embeddings, _, active, x, g, nnz, bad0 = base
+  n, dim = embeddings.shape
+  vv = 1.0 - 1.0 / dim if plan.similarity == "pearson" else 1.0
+  # Removed values [c, n] and their centred (pearson) values; a padding slot removes nothing.
+  e_k = jnp.where(kvalid[:, None], embeddings[:, ks].T, 0)
+  x_k = jnp.where(kvalid[:, None], x[:, ks].T, 0)
+  nrm = jnp.diagonal(g)                          # [n]
+  nrm_ab = nrm[None] - 2 * e_k * x_k + e_k * e_k * vv       # [c, n] squared norms after removal
+  bad_ab = (nnz[None, :] - (e_k != 0)) == 0                  # ablated vector all zero
+  bad_ab = bad_ab | bad0[None]
+  et = e_k[:, targets]                                       # [c, t]
+  dot_rows = g[targets][None] - et[:, :, None] * x_k[:, None, :]           # [c, t, n]
+  s_rows = dot_rows / jnp.sqrt(nrm_ab[:, targets][:, :, None] * nrm[None, None, :])
+  s_rows = _poison(s_rows, bad_ab[:, targets], jnp.broadcast_to(bad0, (ks.shape[0], n)))
+  dot_z = (g[None] - e_k[:, None, :] * x_k[:, :, None] - e_k[:, :, None] * x_k[:, None, :]
+           + e_k[:, :, None] * e_k[:, None, :] * vv)                        # [c, n, n]
+  z = dot_z / jnp.sqrt(nrm_ab[:, :, None] * nrm_ab[:, None, :])
+  z = _poison(z, bad_ab, bad_ab)
+  return _agreements(plan, s_rows, z, human, targets)
+
+
+def _kernel(plan: _Plan, head, maps, human):
+  """The whole computation (traced once per plan and input shapes).
+
+  Returns ``(rows_ablated [K_pad, n_pad], cohort_ablated [K_pad], active [n, K],
+  embeddings [n, D])``; slot K (a padding slot, nothing removed) holds the baselines.
+  """
+  TRACE_COUNTS[plan.path] = TRACE_COUNTS.get(plan.path, 0) + 1
+  n = human.shape[0]
+  if head is not None:  # cast the weights once, outside the chunk loop
+    head = jax.tree.map(lambda x: jnp.asarray(x, plan.head_dtype), head)
+  embeddings, fc_parts = _baseline_embeddings(plan, head, maps)
+  active = _active_pairs(plan, maps, embeddings, fc_parts)
+  e64 = embeddings.astype(jnp.float64)
+  if plan.path == "pooled_rank_one":
+    x = _centre(e64) if plan.similarity == "pearson" else e64
+    g = jnp.matmul(x, x.T, precision=_HI)
+    nnz = jnp.sum(e64 != 0, axis=-1)
+    _, bad0 = _unit_vectors(e64, plan.similarity)
+    base = (e64, None, active, x, g, nnz, bad0)
+    chunk_fn = _chunk_rank_one
+  else:
+    u0, bad0 = _unit_vectors(e64, plan.similarity)
+    base = (embeddings, fc_parts, active, u0, bad0)
+    chunk_fn = _chunk_dense
+
+  ks_all = jnp.arange(plan.map_pad)     # map slots; >= K: padding (the first one: baseline)
+  kvalid_all = jnp.arange(plan.map_pad) < plan.num_maps
+  targets_all = jnp.arange(plan.image_pad) % n
+  tvalid_all = jnp.arange(plan.image_pad) < n
+
+  def local(ks, kvalid, targets, tvalid, head, maps, human, base):
+    chunks = (ks.reshape(-1, plan.chunk), kvalid.reshape(-1, plan.chunk))
+    step = lambda kc: chunk_fn(plan, head, maps, human, base, kc[0], kc[1], targets, tvalid)
+    rows, cohort = jax.lax.map(step, chunks)
+    return rows.reshape(-1, targets.shape[0]), cohort.reshape(-1)
+
+  args = (ks_all, kvalid_all, targets_all, tvalid_all, head, maps, human, base)
+  if plan.mesh is None:
+    rows, cohort = local(*args)
+  else:
+    spec_k, spec_t, rep = PartitionSpec(MAP_AXIS), PartitionSpec(IMAGE_AXIS), PartitionSpec()
+    in_specs = (spec_k, spec_k, spec_t, spec_t, rep, rep, rep, rep)
+    # Place the inputs as the specs say (needed for meshes with explicit axes).
+    explicit = all(t == jax.sharding.AxisType.Explicit for t in plan.mesh.axis_types)
+    place = jax.reshard if explicit else jax.lax.with_sharding_constraint
+    args = tuple(jax.tree.map(
+        lambda x, spec=spec: place(x, jax.sharding.NamedSharding(plan.mesh, spec)), a)
+        for a, spec in zip(args, in_specs))
+    rows, cohort = jax.shard_map(
+        local, mesh=plan.mesh, in_specs=in_specs,
+        out_specs=(PartitionSpec(MAP_AXIS, IMAGE_AXIS), PartitionSpec(MAP_AXIS)),
+        check_vma=False)(*args)
+  return rows, cohort, active, embeddings
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(plan: _Plan):
+  return jax.jit(functools.partial(_kernel, plan))
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning
+
+
+def _head_path(head, similarity: str) -> str:
+  if isinstance(head, PooledHead):
+    return "pooled_rank_one" if similarity in ("pearson", "cosine") else "pooled_dense"
+  if isinstance(head, FcHead):
+    return "fc"
+  if isinstance(head, GenericHead):
+    return "generic"
+  raise TypeError(f"head must be PooledHead, FcHead or GenericHead (spec.get_ablation_head("
+                  f"variables)), got {type(head).__name__}")
+
+
+def _plan(head, maps_shape, maps_dtype, *, similarity, comparison, precision, memory_budget_gb,
+          mesh, path=None) -> _Plan:
+  n, h, w, k = maps_shape
+  cfg = resolve(precision)
+  generic_kind = "user"
+  if path == "generic" and not isinstance(head, GenericHead):
+    generic_kind = "pooled" if isinstance(head, PooledHead) else "fc"
+  path = path or _head_path(head, similarity)
+  image_devices = mesh.shape[IMAGE_AXIS] if mesh is not None and IMAGE_AXIS in mesh.shape else 1
+  map_devices = mesh.shape[MAP_AXIS] if mesh is not None and MAP_AXIS in mesh.shape else 1
+  image_pad = -(-n // image_devices) * image_devices
+  t = image_pad // image_devices
+  hb = np.dtype(cfg.head_dtype).itemsize
+  budget = memory_budget_gb * 2**30
+  sub_batch = 1
+  # Bytes per map in one chunk (the dominating intermediates, with a 2x safety factor).
+  if path == "pooled_rank_one":
+    per_map = 8 * n * n * 8
+  elif path == "pooled_dense":
+    per_map = t * k * 8 * 6 + 4 * n * n * 8
+  elif path == "fc":
+    d1, d2 = int(head.w1.shape[1]), int(head.w2.shape[1])
+    per_map = t * (2 * d1 * hb + d2 * hb) + 2 * n * d2 * 8 + 4 * n * n * 8
+    if similarity == "spearman":
+      per_map += 2 * n * d2 * 8
+  else:
+    per_map = t * h * w * k * (hb + 4) + 4 * n * 1024 * 8 + 4 * n * n * 8
+  per_map *= 2
+  slots = -(-(k + 1) // map_devices)            # map slots per device (K maps + 1 baseline)
+  chunk = int(max(1, min(slots, budget // max(per_map, 1))))
+  chunk = -(-slots // -(-slots // chunk))         # same number of chunks, least padding
+  if path == "fc":
+    # fc7 sub-batches: big enough for an efficient matmul, bounded by the chunk's pair count.
+    d1, d2 = int(head.w1.shape[1]), int(head.w2.shape[1])
+    sub_batch = int(max(1, min(chunk * t, SUB_BATCH, budget // (4 * (d1 + d2) * hb))))
+  # One padding slot at index K at least: it ablates nothing, so it yields the baseline through
+  # the same code (and rounding) as the ablations.
+  k_local = -(-(k + 1) // map_devices)
+  k_local = -(-k_local // chunk) * chunk
+  return _Plan(path=path, similarity=similarity, comparison=comparison,
+               head_dtype=cfg.head_dtype, head_precision=cfg.head_precision, chunk=chunk,
+               sub_batch=sub_batch, num_maps=k, map_pad=k_local * map_devices,
+               image_pad=image_pad,
+               generic_embed=head.embed if isinstance(head, GenericHead) else None,
+               generic_kind=generic_kind, mesh=mesh, image_devices=image_devices, map_devices=map_devices)
+
+
+def _check_options(similarity, comparison, cohort_score, precision):
+  if similarity not in SIMILARITIES:
+    raise ValueError(f"similarity={similarity!r} is not one of {SIMILARITIES}")
+  if comparison not in COMPARISONS:
+    raise ValueError(f"comparison={comparison!r} is not one of {COMPARISONS}")
+  if cohort_score not in COHORT_SCORES:
+    raise ValueError(f"cohort_score={cohort_score!r} is not one of {COHORT_SCORES}")
+  if cohort_score == "r2" and comparison != "pearson":
+    raise ValueError("cohort_score='r2' needs comparison='pearson': the r^2 variant is the squared "
+                     "Pearson agreement and Spearman has no r^2 variant; use cohort_score='r' "
+                     "with comparison='spearman'")
+  resolve(precision)
+
+
+def _check_maps(maps):
+  if isinstance(maps, jax.Array):
+    dtype = maps.dtype
+  else:
+    maps = np.asarray(maps)
+    dtype = maps.dtype
+  if len(maps.shape) != 4:
+    raise ValueError(f"maps must be [n, h, w, K] feature maps, got shape {tuple(maps.shape)}")
+  if not np.issubdtype(dtype, np.floating):
+    raise ValueError(f"maps must be floating point, got dtype {dtype}")
+  return maps
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: str = "pearson",
+                cohort_score: str = "r", precision: str = "exact",
+                memory_budget_gb: float = 2.0, mesh: Optional[jax.sharding.Mesh] = None,
+                path: Optional[str] = None) -> AisResult:
+  """Per-image and cohort AIS of every map, in one compiled call.
+
+  Args:
+    head: ``spec.get_ablation_head(variables)``: PooledHead | FcHead | GenericHead.
+    maps: ``[n, h, w, K]`` feature maps of the ablated layer (float32; float64 is kept in the
+      'exact' mode).
+    human: ``[n, n]`` human similarity (NaN = missing pair; diagonal ignored).
+    similarity: 'pearson' | 'spearman' | 'cosine' (first-order, between embeddings).
+    comparison: 'pearson' | 'spearman' (agreement with the human matrix).
+    cohort_score: 'r' (difference of agreements) | 'r2' (difference of squared Pearson
+      agreements; needs comparison='pearson').
+    precision: 'exact' | 'float32' | 'fast' (ais_jax.precision).
+    memory_budget_gb: bounds the intermediates of one chunk of maps (chunk size).
+    mesh: optional ``jax.sharding.Mesh`` with axes 'images' and/or 'maps' to split the targets
+      and the maps over devices.
+    path: force a computation path ('generic' is the reference for every head type; 'pooled_dense'
+      skips the rank-one updates); None picks the fastest.
+
+  Returns:
+    :class:`AisResult`.
+  """
+  t_start = time.perf_counter()
+  _check_options(similarity, comparison, cohort_score, precision)
+  maps = _check_maps(maps)
+  n, _, _, k = maps.shape
+  human = validation.validate_human_similarity(human, n_images=n)
+  if path is not None and path not in ("generic", "pooled_dense", "pooled_rank_one", "fc"):
+    raise ValueError(f"path={path!r} is not one of generic, pooled_dense, pooled_rank_one, fc")
+  if path in ("pooled_dense", "pooled_rank_one") and not isinstance(head, PooledHead):
+    raise ValueError(f"path={path!r} needs a PooledHead, got {type(head).__name__}")
+  if path == "fc" and not isinstance(head, FcHead):
+    raise ValueError(f"path='fc' needs an FcHead, got {type(head).__name__}")
+  plan = _plan(head, maps.shape, maps.dtype, similarity=similarity, comparison=comparison,
+               precision=precision, memory_budget_gb=memory_budget_gb, mesh=mesh, path=path)
+  fn = _jitted(plan)
+  traces_before = sum(TRACE_COUNTS.values())
+  t_prep = time.perf_counter()
+  with float64_scope():
+    args = (head if not isinstance(head, GenericHead) else None, jnp.asarray(maps),
+            jnp.asarray(human, jnp.float64))
+    out = fn(*args)
+    out = jax.block_until_ready(out)
+    t_kernel = time.perf_counter()
+    rows, cohort, active, embeddings = jax.device_get(out)
+  base_rows, base_cohort = rows[k, :n], cohort[k]
+  per_image, cohort_ais, undefined_rows = _finalize(
+      rows[:k, :n].T, cohort[:k], base_rows, float(base_cohort), active, cohort_score)
+  t_end = time.perf_counter()
+  undefined = {
+      "per_image": validation.undefined_summary(per_image, ("image", "map")),
+      "cohort": validation.undefined_summary(cohort_ais, ("map",)),
+      "undefined_baseline_rows": undefined_rows,
+      "baseline_undefined": bool(np.isnan(base_cohort)),
+  }
+  timings = {"prepare": t_prep - t_start, "kernel": t_kernel - t_prep,
+             "finalize": t_end - t_kernel, "total": t_end - t_start,
+             "compiled": sum(TRACE_COUNTS.values()) > traces_before}
+  options = {"similarity": similarity, "comparison": comparison, "cohort_score": cohort_score,
+             "precision": precision, "path": plan.path, "chunk": plan.chunk,
+             "sub_batch": plan.sub_batch, "memory_budget_gb": memory_budget_gb,
+             "mesh": dict(mesh.shape) if mesh is not None else None}
+  return AisResult(per_image=per_image, cohort=cohort_ais,
+                   embeddings=np.asarray(embeddings, np.float32),
+                   baseline_rows=np.asarray(base_rows, np.float64), baseline=float(base_cohort),
+                   active=np.asarray(active, bool), undefined=undefined, timings=timings,
+                   options=options)
+
+
+def _finalize(rows_ablated, cohort_ablated, base_rows, base_cohort, active, cohort_score):
+  """Differences and the undefined-value rules (float64 numpy)."""
+  base_rows = np.asarray(base_rows, np.float64)
+  per_image = base_rows[:, None] - rows_ablated
+  defined = np.isfinite(base_rows)
+  per_image[~active & defined[:, None]] = 0.0
+  per_image[~defined] = np.nan
+  if cohort_score == "r2":
+    cohort = base_cohort ** 2 - cohort_ablated ** 2
+  else:
+    cohort = base_cohort - cohort_ablated
+  if np.isfinite(base_cohort):
+    cohort[~active.any(axis=0)] = 0.0
+  else:
+    cohort[:] = np.nan
+  return per_image, cohort, np.flatnonzero(~defined).tolist()
+
+
+def per_image_ais(head, maps, human, *, similarity: str = "pearson", comparison: str = "pearson",
+                  precision: str = "exact", memory_budget_gb: float = 2.0,
+                  mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+  """Per-image AIS ``[n, K]`` float64 (see :func:`compute_ais`)."""
+  return compute_ais(head, maps, human, similarity=similarity, comparison=comparison,
+                     precision=precision, memory_budget_gb=memory_budget_gb, mesh=mesh).per_image
+
+
+def cohort_ais(head, maps, human, *, similarity: str = "pearson", comparison: str = "pearson",
+               score: str = "r", precision: str = "exact", memory_budget_gb: float = 2.0,
+               mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+  """Cohort AIS ``[K]`` float64, ``score`` 'r' or 'r2' (see :func:`compute_ais`)."""
+  return compute_ais(head, maps, human, similarity=similarity, comparison=comparison,
+                     cohort_score=score, precision=precision, memory_budget_gb=memory_budget_gb,
+                     mesh=mesh).cohort
