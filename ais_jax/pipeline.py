@@ -1,6 +1,6 @@
 """One AIS run end to end: inputs -> trunk in batches -> AIS engine -> heatmaps -> run folder.
 
-The library function behind ``python -m experiments.ais`` (and, later, ``experiments.run``):
+The library function behind ``python -m experiments.ais`` and ``experiments.run``:
 
     run = run_ais(weights='efficientnet_lite0_imagenet', images='/data/k92.npy',
                   human='/data/k92_sim.npy', out='/tmp/k92_run')
@@ -11,9 +11,10 @@ Stages, each timed and reported in ``summary.json``:
    Random weights are refused: AIS of an untrained network says nothing about human judgments.
 2. images (``ais_jax.io.images``) and the human matrix (``ais_jax.io.human``, checked against the
    number of images), then resizing to the model's input by its rule.
-3. trunk: ``module.apply(variables, x, method='trunk')`` jitted, ``batch_size`` images per call;
-   the last batch is zero-padded to the same shape so the trunk compiles once per run. Maps come
-   back to the host as float32 ``[n, h, w, K]``.
+3. trunk (:func:`trunk_maps`): ``module.apply(variables, x, method='trunk')`` jitted once per
+   model, ``batch_size`` images per call; the last batch is zero-padded to the same shape so the
+   trunk compiles once. Maps come back to the host as float32 ``[n, h, w, K]``; the head's
+   classifier logits of the baseline embedding too (:func:`head_logits`).
 4. AIS: ``ais_jax.ais.compute_ais`` with ``spec.get_ablation_head(variables)``.
 5. heatmaps: ``ais_jax.heatmaps.heatmaps`` (AIS-weighted maps at map resolution).
 6. ``ais_jax.io.runs.write_run`` (atomic, refuses a non-empty folder without ``overwrite``).
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import platform
@@ -60,6 +62,8 @@ class AisRun:
     image_names: n names, in the order of the rows.
     summary: the summary record (as written to summary.json when ``out`` was given).
     out: the run folder, or None.
+    logits: float32 ``[n, C]`` classifier logits of the baseline embedding (all maps kept), or
+      None when the model has no classifier.
   """
   per_image_ais: np.ndarray
   cohort_ais: np.ndarray
@@ -69,6 +73,7 @@ class AisRun:
   image_names: list
   summary: dict
   out: Optional[str] = None
+  logits: Optional[np.ndarray] = None
 
 
 def _check_choice(flag: str, value, choices) -> None:
@@ -92,7 +97,8 @@ def _check_options(*, similarity, comparison, cohort_score, precision, human_kin
     raise UserInputError("--memory_budget_gb", f"must be positive, got {memory_budget_gb!r}")
 
 
-def _sha256_array(array: np.ndarray) -> str:
+def sha256_array(array: np.ndarray) -> str:
+  """sha256 of an array's dtype, shape and bytes (C order): equal arrays, equal digests."""
   digest = hashlib.sha256(f"{array.dtype.str}{list(array.shape)}".encode())
   digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()
@@ -112,23 +118,42 @@ def _require_weights(weights) -> None:
                        "about human judgments)")
 
 
-def _load_model(weights, arch: Optional[str]):
-  """-> (spec, variables, provenance, checkpoint_dir or None)."""
+def load_model(weights, arch: Optional[str] = None):
+  """Loads trained weights and builds their module.
+
+  Args:
+    weights: a registry name or a checkpoint directory (``--weights``), or an already loaded
+      ``(spec, variables, provenance)`` or ``(spec, variables, provenance, module)`` tuple.
+    arch: if given, must match the weights' architecture (``--arch``).
+
+  Returns:
+    ``(spec, variables, provenance, module)``: the model spec (with the checkpoint's
+    preprocessing when it records one), the variables, the provenance record (a new dict; its
+    ``checkpoint_dir`` is the directory the weights were read from, when read from disk) and the
+    flax module built for the checkpoint's number of classes.
+
+  Raises:
+    UserInputError naming ``--weights`` or ``--arch`` when they are missing, unknown or disagree.
+  """
   from ais_jax import models
   if arch:
     try:
       models.get(arch)
     except ValueError as e:
       raise UserInputError("--arch", str(e)) from None
-  if isinstance(weights, tuple):  # (spec, variables, provenance) already loaded by the caller.
-    spec, variables, provenance = weights
-    checkpoint_dir = None
+  module = None
+  if isinstance(weights, tuple):  # Already loaded by the caller.
+    if len(weights) == 4:
+      spec, variables, provenance, module = weights
+    else:
+      spec, variables, provenance = weights
+    provenance = dict(provenance)
   else:
     _require_weights(weights)
     from ais_jax.io import weights as weights_io
     try:
       spec, variables, provenance = weights_io.load_weights(weights)
-      checkpoint_dir = weights_io.resolve(weights)
+      provenance = dict(provenance, checkpoint_dir=weights_io.resolve(weights))
     except (ValueError, FileNotFoundError, KeyError, OSError) as e:
       message = str(e).strip().strip("'\"")
       if "--weights" in message:
@@ -144,7 +169,9 @@ def _load_model(weights, arch: Optional[str]):
                if provenance.get(k) and provenance[k] != getattr(spec, k)}
   if overrides:
     spec = dataclasses.replace(spec, **overrides)
-  return spec, variables, dict(provenance), checkpoint_dir
+  if module is None:
+    module = spec.build(num_classes=provenance.get("num_classes", spec.num_classes))
+  return spec, variables, provenance, module
 
 
 def _describe_images(images, image_list, names) -> dict:
@@ -161,9 +188,9 @@ def _describe_images(images, image_list, names) -> dict:
       record = {"path": os.path.abspath(path), "kind": "npy", "sha256": runs.sha256_file(path)}
   else:
     if isinstance(images, np.ndarray):
-      digest = _sha256_array(images)
+      digest = sha256_array(images)
     else:  # A list of differently sized images: hash of the per-image hashes.
-      digest = hashlib.sha256("".join(_sha256_array(np.asarray(im)) + "\n" for im in images)
+      digest = hashlib.sha256("".join(sha256_array(np.asarray(im)) + "\n" for im in images)
                               .encode()).hexdigest()
     record = {"path": None, "kind": "array", "sha256": digest}
   if image_list:
@@ -172,15 +199,47 @@ def _describe_images(images, image_list, names) -> dict:
   return record
 
 
-def _trunk_maps(spec, variables, provenance, resized: np.ndarray, batch_size: int,
-                report: Callable[[str], None], timings: dict) -> np.ndarray:
-  """Runs the trunk in fixed-shape batches -> float32 [n, h, w, K] on the host."""
+@functools.lru_cache(maxsize=16)
+def _jitted_apply(module, method: str):
+  """``module.apply(variables, x, method=method)`` jitted, built once per (equal) module.
+
+  Flax modules are hashable dataclasses, so every call with the same architecture (and number of
+  classes) reuses one jitted function, whose compiled code jax caches per input shape: with the
+  fixed batch shape of :func:`trunk_maps` a model compiles its trunk once per process.
+  """
   import jax
-  num_classes = provenance.get("num_classes", spec.num_classes)
-  module = spec.build(num_classes=num_classes)
-  trunk = jax.jit(lambda v, x: module.apply(v, x, method="trunk"))
+  return jax.jit(functools.partial(module.apply, method=method))
+
+
+def trunk_maps(spec, module, variables, images_uint8: np.ndarray, *, batch_size: int = 32,
+               progress: Optional[Callable[[str], None]] = None,
+               timings: Optional[dict] = None) -> np.ndarray:
+  """Feature maps of the ablated layer for a cohort, in fixed-shape batches.
+
+  Args:
+    spec: the model spec (its ``preprocess`` is applied on the host).
+    module: the flax module (``load_model``'s fourth value).
+    variables: the module's variables.
+    images_uint8: uint8 ``[n, H, W, 3]`` already at the model's input size
+      (``ais_jax.io.images.fit_to_model``).
+    batch_size: images per trunk call; the last batch is zero-padded to this size (or to n when
+      smaller) so the trunk compiles once.
+    progress: receives one line per batch (None: silent).
+    timings: if given, receives ``trunk_first_batch_incl_compile`` and ``trunk`` (seconds).
+
+  Returns:
+    float32 ``[n, h, w, K]`` on the host.
+  """
+  import jax
+  report = progress or (lambda message: None)
+  timings = {} if timings is None else timings
+  images_uint8 = np.asarray(images_uint8)
+  if images_uint8.ndim != 4 or images_uint8.shape[0] == 0:
+    raise ValueError(f"images_uint8 must be [n, H, W, 3] with n >= 1; got shape "
+                     f"{list(images_uint8.shape)}")
+  trunk = _jitted_apply(module, "trunk")
   device_variables = jax.device_put(variables)
-  n = resized.shape[0]
+  n = images_uint8.shape[0]
   size = min(batch_size, n)
   num_batches = -(-n // size)
   out = None
@@ -200,7 +259,7 @@ def _trunk_maps(spec, variables, provenance, resized: np.ndarray, batch_size: in
 
   for b in range(num_batches):
     i0 = b * size
-    chunk = resized[i0:i0 + size]
+    chunk = images_uint8[i0:i0 + size]
     count = chunk.shape[0]
     x = np.asarray(spec.preprocess(chunk.astype(np.float32)), np.float32)
     if count < size:
@@ -215,6 +274,37 @@ def _trunk_maps(spec, variables, provenance, resized: np.ndarray, batch_size: in
   collect(pending)
   timings["trunk"] = time.perf_counter() - start
   return out
+
+
+def head_logits(module, variables, maps: np.ndarray, *,
+                batch_size: int = 32) -> Optional[np.ndarray]:
+  """Classifier logits of the baseline embedding (all maps kept), in fixed-shape batches.
+
+  Args:
+    module: the flax module; its ``head(maps)`` returns ``(embedding, logits)``.
+    variables: the module's variables.
+    maps: float32 ``[n, h, w, K]`` (``trunk_maps``).
+    batch_size: maps per head call (the last batch is zero-padded).
+
+  Returns:
+    float32 ``[n, C]``, or None when the head has no classifier (it returns no logits).
+  """
+  import jax
+  head = _jitted_apply(module, "head")
+  maps = np.asarray(maps, np.float32)
+  n = maps.shape[0]
+  size = min(batch_size, n)
+  parts = []
+  for i0 in range(0, n, size):
+    chunk = maps[i0:i0 + size]
+    count = chunk.shape[0]
+    if count < size:
+      chunk = np.concatenate([chunk, np.zeros((size - count,) + chunk.shape[1:], np.float32)])
+    logits = head(variables, chunk)[1]
+    if logits is None:
+      return None
+    parts.append(np.asarray(jax.device_get(logits), np.float32)[:count])
+  return np.concatenate(parts)
 
 
 def _environment() -> dict:
@@ -247,7 +337,7 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
 
   Args:
     weights: a registry name or a checkpoint directory (``--weights``), or an already loaded
-      ``(spec, variables, provenance)`` tuple.
+      ``(spec, variables, provenance[, module])`` tuple (:func:`load_model`).
     images: a directory of images or a ``.npy`` path (``--images``), or uint8 ``[n, H, W, 3]``
       (or a list of uint8 ``[H_i, W_i, 3]``).
     human: ``.npy``/``.csv``/``.mat`` path (``--human``) or a ``[n, n]`` similarity array.
@@ -326,13 +416,14 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
       human_matrix = validation.validate_human_similarity(matrix, n, name="human")
     except ValueError as e:
       raise UserInputError(None, str(e)) from None
-    human_record = {"path": None, "sha256": _sha256_array(np.asarray(human)), "key": None,
+    human_record = {"path": None, "sha256": sha256_array(np.asarray(human)), "key": None,
                     "kind": human_kind}
   human_record["missing_pairs"] = int(np.isnan(human_matrix[np.triu_indices(n, 1)]).sum())
   timings["load_human"] = time.perf_counter() - t
 
   t = time.perf_counter()
-  spec, variables, provenance, checkpoint_dir = _load_model(weights, arch)
+  spec, variables, provenance, module = load_model(weights, arch)
+  checkpoint_dir = provenance.get("checkpoint_dir")
   timings["load_weights"] = time.perf_counter() - t
   report(f"weights: {spec.name} ({provenance.get('weights_name') or checkpoint_dir or 'in memory'})"
          f" in {timings['load_weights']:.1f} s")
@@ -349,8 +440,12 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
   report(f"images: resized to {resized.shape[1]}x{resized.shape[2]} ({spec.resize}) in "
          f"{timings['resize']:.1f} s")
 
-  maps = _trunk_maps(spec, variables, provenance, resized, batch_size, report, timings)
+  maps = trunk_maps(spec, module, variables, resized, batch_size=batch_size, progress=report,
+                    timings=timings)
   _, h, w, k = maps.shape
+  t = time.perf_counter()
+  logits = head_logits(module, variables, maps, batch_size=batch_size)
+  timings["logits"] = time.perf_counter() - t
 
   report(f"ais: {n} images x {k} maps ({h}x{w}), precision {precision}")
   from ais_jax import ais
@@ -388,7 +483,8 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
       "options": options,
       "model": spec.metadata(),
       "checkpoint": {"dir": checkpoint_dir,
-                     **{k_: v for k_, v in provenance.items() if k_ != "shapes"}},
+                     **{k_: v for k_, v in provenance.items()
+                        if k_ not in ("shapes", "checkpoint_dir")}},
       "inputs": {"images": _describe_images(images, image_list, names), "human": human_record},
       "counts": {"images": n, "maps": int(k), "map_size": [int(h), int(w)],
                  "embedding_dim": int(embeddings.shape[-1]),
@@ -424,4 +520,5 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
   else:
     summary["timings_s"] = dict(timings, total=time.perf_counter() - t_start)
   return AisRun(per_image_ais=per_image, cohort_ais=cohort, embeddings=embeddings, heatmaps=heat,
-                feature_maps=maps, image_names=list(names), summary=summary, out=out)
+                feature_maps=maps, image_names=list(names), summary=summary, out=out,
+                logits=logits)

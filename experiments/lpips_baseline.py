@@ -31,10 +31,12 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   _common.require("weights", "images", "human", "out")
-  from ais_jax.io import human as human_io, images as images_io, runs, weights as weights_io
+  from ais_jax import pipeline
+  from ais_jax.io import human as human_io, images as images_io, runs
   report = _common.progress_printer(FLAGS.progress)
   start = time.perf_counter()
-  spec, variables, provenance = weights_io.load_weights(FLAGS.weights)
+  # Unknown names and unreadable checkpoints end as one-line errors naming --weights.
+  spec, variables, provenance, _ = pipeline.load_model(FLAGS.weights)
   if spec.name != lpips.NETS[FLAGS.net].arch:
     raise UserInputError("--weights", f"holds {spec.name} weights but --net={FLAGS.net} needs "
                          f"{lpips.NETS[FLAGS.net].arch}")

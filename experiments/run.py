@@ -34,9 +34,7 @@ removed first).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import json
 import os
 import shlex
@@ -47,6 +45,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from absl import flags
 
+from ais_jax.report import files as files_lib
 from experiments import _common
 
 FLAGS = _common.FLAGS
@@ -167,20 +166,15 @@ class Cohort:
   planted: Any = None
 
 
-def _sha256_array(array: np.ndarray) -> str:
-  digest = hashlib.sha256(f"{array.dtype.str}{list(array.shape)}".encode())
-  digest.update(np.ascontiguousarray(array).tobytes())
-  return digest.hexdigest()
-
-
 def planted_cohort(config: RunConfig) -> Cohort:
   from ais_jax.data import planted
+  from ais_jax.pipeline import sha256_array
   c = planted.generate(config.n_images, config.image_size, seed=config.seed,
                        noise_sd=config.noise_sd)
-  inputs = {"generator": c.metadata(), "images_sha256": _sha256_array(c.images),
-            "human_sha256": _sha256_array(c.human_similarity),
-            "target_masks_sha256": _sha256_array(c.target_masks),
-            "distractor_masks_sha256": _sha256_array(c.distractor_masks)}
+  inputs = {"generator": c.metadata(), "images_sha256": sha256_array(c.images),
+            "human_sha256": sha256_array(c.human_similarity),
+            "target_masks_sha256": sha256_array(c.target_masks),
+            "distractor_masks_sha256": sha256_array(c.distractor_masks)}
   return Cohort("planted", c.images, c.human_similarity, list(c.image_names),
                 ["planted"] * c.n, inputs, c.description, images_arg=c.images,
                 human_arg=c.human_similarity, planted=c)
@@ -235,64 +229,6 @@ def _file_sha256(path: str) -> str:
 # Small helpers
 
 
-def _image_sizes(images) -> list[tuple[int, int]]:
-  return [tuple(int(v) for v in np.asarray(im).shape[:2]) for im in images]
-
-
-def _upsample_to_images(maps: np.ndarray, images) -> list[np.ndarray]:
-  """``[n, h, w]`` maps -> n float64 ``[H_i, W_i]`` maps at each image's size."""
-  from ais_jax import heatmaps as heatmaps_lib
-  sizes = _image_sizes(images)
-  out: list = [None] * len(sizes)
-  for size in dict.fromkeys(sizes):
-    idx = [i for i, s in enumerate(sizes) if s == size]
-    up = np.asarray(heatmaps_lib.upsample(np.asarray(maps)[idx].astype(np.float32), size),
-                    np.float64)
-    for j, i in enumerate(idx):
-      out[i] = up[j]
-  return out
-
-
-def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  """CSV with floats in ``repr`` (round-trip exact), NaN/None as empty cells."""
-  def cell(v):
-    if isinstance(v, (float, np.floating)):
-      return repr(float(v)) if np.isfinite(v) else ""
-    if isinstance(v, np.integer):
-      return int(v)
-    return "" if v is None else v
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    for r in rows:
-      w.writerow([cell(v) for v in r])
-  return path
-
-
-def _write_json(path: str, data: Any) -> str:
-  from ais_jax.io import runs
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(runs.jsonable(data), f, indent=1, allow_nan=False)
-  return path
-
-
-def _mean_sd(values) -> tuple[float, float, int]:
-  v = np.asarray(values, np.float64)
-  v = v[np.isfinite(v)]
-  return (float(v.mean()) if v.size else float("nan"),
-          float(v.std(ddof=1)) if v.size > 1 else float("nan"), int(v.size))
-
-
-def _nanmean(x, axis) -> np.ndarray:
-  """nanmean without the all-NaN warning (all-NaN prefixes give NaN; they are counted elsewhere)."""
-  import warnings
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    return np.nanmean(np.asarray(x, np.float64), axis=axis)
-
-
 def _label(spec_name: str) -> str:
   return spec_name.replace("efficientnet_lite", "Lite")
 
@@ -327,31 +263,14 @@ class ModelRun:
   folder: str
 
 
-def _logits(spec, variables, provenance, maps: np.ndarray) -> Optional[np.ndarray]:
-  """Classifier logits ``[n, C]`` from the maps (``head``), float32; None without a classifier."""
-  import jax
-  num_classes = provenance.get("num_classes", spec.num_classes)
-  if not num_classes:
-    return None
-  module = spec.build(num_classes=num_classes)
-  head = jax.jit(lambda v, m: module.apply(v, m, method="head")[1])
-  return np.asarray(head(variables, maps), np.float32)
-
-
 def run_model(weights: str, cohort: Cohort, config: RunConfig, folder: str,
               report: Callable[[str], None], *, arch: str = "") -> ModelRun:
+  """``ais_jax.pipeline.run_ais`` for one model on the cohort, into ``folder``."""
   from ais_jax import pipeline
-  from ais_jax.errors import UserInputError
-  from ais_jax.io import weights as weights_io
-  try:
-    spec, variables, provenance = weights_io.load_weights(weights)
-    checkpoint_dir = weights_io.resolve(weights)
-  except (ValueError, FileNotFoundError, KeyError, OSError) as e:
-    raise UserInputError("--weights", f"{weights}: {str(e).strip()}") from None
-  provenance = dict(provenance, checkpoint_dir=checkpoint_dir)
+  spec, variables, provenance, module = pipeline.load_model(weights, arch or None)
   report(f"model {spec.name} ({weights}): AIS on {len(cohort.names)} images")
   run = pipeline.run_ais(
-      weights=(spec, variables, provenance), arch=arch or None, images=cohort.images_arg,
+      weights=(spec, variables, provenance, module), images=cohort.images_arg,
       image_list=(config.image_list or None) if cohort.dataset == "custom" else None,
       image_names=None if cohort.dataset == "custom" else cohort.names,
       human=cohort.human_arg, human_key=(config.human_key or None) if cohort.dataset == "custom"
@@ -366,29 +285,20 @@ def run_model(weights: str, cohort: Cohort, config: RunConfig, folder: str,
   # Groups beside the run, for experiments.saliency --ais_run=<folder>.
   with open(os.path.join(folder, "datasets.txt"), "w") as f:
     f.write("".join(f"{g}\n" for g in cohort.groups))
-  logits = _logits(spec, variables, provenance, run.feature_maps)
-  return ModelRun(_label(spec.name), weights, spec, variables, provenance, run, logits, folder)
+  return ModelRun(_label(spec.name), weights, spec, variables, provenance, run, run.logits, folder)
 
 
 # ----------------------------------------------------------------------------------------------
 # Selection
 
 
-def _split_records(result, test_curves, train_curves, m_star, retained) -> list[dict]:
-  # The records of experiments.selection's cv.json (same keys), image folds only.
-  return [{"seed": sp.seed, "fold": sp.fold, "test_indices": sp.test_indices,
-           "train_curve": train_curves[j], "test_curve": test_curves[j], "m_star": m_star[j],
-           "test_retained": retained[j], "test_full": test_curves[j][-1],
-           "n_train": result.n_train[j], "n_test": result.n_test[j]}
-          for j, sp in enumerate(result.splits)]
-
-
 def run_selection(model: ModelRun, cohort: Cohort, config: RunConfig, out_dir: str,
                   report: Callable[[str], None]) -> Optional[dict]:
   """``ais_jax.selection.select_maps`` + ``summarize``; writes selection/cv.json (the format of
-  experiments.selection), cv.csv, cv_arrays.npz, selection.png (Figure 1) and the mean curves."""
+  experiments.selection), cv.csv, cv_arrays.npz, selection.png (Figure 1) and the mean curves
+  (``ais_jax.report.selection_outputs``)."""
   from ais_jax import selection
-  from ais_jax.report import selection_figure
+  from ais_jax.report import selection_outputs
   n = len(cohort.names)
   if config.folds == 0:
     report("selection: skipped (--folds=0)")
@@ -407,40 +317,8 @@ def run_selection(model: ModelRun, cohort: Cohort, config: RunConfig, out_dir: s
       random_orders=config.random_orders, memory_budget_gb=config.memory_budget_gb)
   summary = selection.summarize(res)
   wall = time.perf_counter() - t
-  sel_dir = os.path.join(out_dir, "selection")
-  os.makedirs(sel_dir, exist_ok=True)
-  random_retained = np.full(res.m_star.shape, np.nan)
-  if res.random_test_retained.size:
-    random_retained = _nanmean(res.random_test_retained, 1)
-  rand = []
-  for r in range(res.random_orders.shape[1]):
-    for rec in _split_records(res, res.random_test_curves[:, r], res.random_train_curves[:, r],
-                              res.random_m_star[:, r], res.random_test_retained[:, r]):
-      rand.append(dict(rec, order_index=r))
-  cv = {"splits": _split_records(res, res.test_curves, res.train_curves, res.m_star,
-                                 res.test_retained),
-        "random_order": {"splits": rand,
-                         "mean_test_retained": summary.get("mean_test_random_retained"),
-                         "mean_m_star": summary.get("mean_random_m_star")},
-        "tests": summary["tests"], "summary": summary, "settings": res.settings,
-        "undefined": res.undefined, "label": f"{cohort.dataset} / {model.label}"}
-  files = [_write_json(os.path.join(sel_dir, "cv.json"), cv)]
-  files.append(_write_csv(
-      os.path.join(sel_dir, "cv.csv"),
-      ["seed", "fold", "n_test", "m_star", "test_full", "test_retained", "test_random_retained"],
-      [(sp.seed, sp.fold, len(sp.test_indices), int(res.m_star[j]), res.test_full[j],
-        res.test_retained[j], random_retained[j]) for j, sp in enumerate(res.splits)]))
-  np.savez(os.path.join(sel_dir, "cv_arrays.npz"), train_ais=res.train_ais, orders=res.orders,
-           train_curves=res.train_curves, test_curves=res.test_curves, m_star=res.m_star,
-           random_orders=res.random_orders, random_train_curves=res.random_train_curves,
-           random_test_curves=res.random_test_curves)
-  files.append(os.path.join(sel_dir, "cv_arrays.npz"))
-  group = selection_figure.group_from_cv(cv)
-  group["K"] = res.settings["K"]
-  files += selection_figure.selection_bars(
-      {f"{cohort.dataset} / {model.label}": group}, os.path.join(sel_dir, "selection.png"),
-      score_label="test $r^2$" if score == "r2" else "test r")
-  files += _selection_curves(res, os.path.join(sel_dir, "selection_curves.png"))
+  _, files = selection_outputs.write_outputs(os.path.join(out_dir, "selection"), res, summary,
+                                             label=f"{cohort.dataset} / {model.label}")
   out = {"mean_test_full": summary["mean_test_full"],
          "mean_test_retained": summary["mean_test_retained"],
          "mean_test_random_order": summary.get("mean_test_random_retained", float("nan")),
@@ -452,31 +330,6 @@ def run_selection(model: ModelRun, cohort: Cohort, config: RunConfig, out_dir: s
          f"{out['mean_test_retained']:.4f} (mean m* {out['mean_m_star']:.1f}), random order "
          f"{out['mean_test_random_order']:.4f} in {wall:.1f} s")
   return out
-
-
-def _selection_curves(res, out_png) -> list[str]:
-  """Mean train/test curves over m (AIS order) and the random-order test curve."""
-  from matplotlib.figure import Figure
-  m = np.arange(1, res.test_curves.shape[1] + 1)
-  train, test = _nanmean(res.train_curves, 0), _nanmean(res.test_curves, 0)
-  rand = (_nanmean(res.random_test_curves, (0, 1)) if res.random_test_curves.size
-          else np.full(m.size, np.nan))
-  fig = Figure(figsize=(5.2, 3.4))
-  ax = fig.add_subplot(1, 1, 1)
-  ax.plot(m, train, label="train (AIS order)")
-  ax.plot(m, test, label="test (AIS order)")
-  ax.plot(m, rand, label="test (random order)")
-  ax.set_xscale("log")
-  ax.set_xlabel("maps kept (first m)")
-  ax.set_ylabel(res.settings["score"])
-  ax.legend(fontsize=7)
-  ax.set_title(f"mean over {res.m_star.size} splits", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(out_png, dpi=110)
-  csv_path = _write_csv(out_png[:-4] + ".csv", ["m", "train_mean", "test_mean",
-                                                "random_test_mean"],
-                        [(int(k), a, b, c) for k, a, b, c in zip(m, train, test, rand)])
-  return [out_png, csv_path]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -516,8 +369,8 @@ def planted_analysis(cohort: Cohort, model: ModelRun, saliency_maps: Optional[li
     for r in reports.values():
       row += [r["target_mass"][i], r["distractor_mass"][i]]
     rows.append(row)
-  files = [_write_csv(os.path.join(pdir, "mass_per_image.csv"), header, rows)]
-  files.append(_write_json(os.path.join(pdir, "mass_summary.json"), summaries))
+  files = [files_lib.write_csv(os.path.join(pdir, "mass_per_image.csv"), header, rows)]
+  files.append(files_lib.write_json(os.path.join(pdir, "mass_summary.json"), summaries))
   np.save(os.path.join(pdir, "images.npy"), c.images)
   np.save(os.path.join(pdir, "human_similarity.npy"), c.human_similarity)
   np.savez_compressed(os.path.join(pdir, "masks.npz"), target=c.target_masks,
@@ -605,9 +458,10 @@ def _planted_examples_figure(c, maps: dict, out_png: str, count: int = 8) -> lis
 def match_analysis(models: list, cohort: Cohort, out_dir: str) -> dict:
   from ais_jax import aim2
   from ais_jax.report import figures
+  from ais_jax.report import saliency_report
   fdir = os.path.join(out_dir, "aim2")
   os.makedirs(fdir, exist_ok=True)
-  sizes = set(_image_sizes(cohort.images))
+  sizes = set(saliency_report.image_sizes(cohort.images))
   size = next(iter(sizes)) if len(sizes) == 1 else (224, 224)
   scores, pairs, rows = {}, {}, []
   for a in range(len(models)):
@@ -626,11 +480,11 @@ def match_analysis(models: list, cohort: Cohort, out_dir: str) -> dict:
         ent = np.full(match.shape, np.nan)
       pairs[label] = entry
       rows += [(label, name, match[i], ent[i]) for i, name in enumerate(cohort.names)]
-  files = [_write_csv(os.path.join(fdir, "match_per_image.csv"),
+  files = [files_lib.write_csv(os.path.join(fdir, "match_per_image.csv"),
                       ["pair", "image", "match", "max_entropy"], rows)]
   files += figures.match_cdf(scores, os.path.join(fdir, "match_cdf.png"),
                              title=f"{cohort.dataset}: agreement of heatmaps between models")
-  files.append(_write_json(os.path.join(fdir, "match_summary.json"), pairs))
+  files.append(files_lib.write_json(os.path.join(fdir, "match_summary.json"), pairs))
   return {"pairs": pairs, "files": [os.path.relpath(p, out_dir) for p in files]}
 
 
@@ -665,10 +519,10 @@ def category_analysis(model: ModelRun, cohort: Cohort, config: RunConfig, out_di
   os.makedirs(fdir, exist_ok=True)
   np.save(os.path.join(fdir, "category_cohort_ais.npy"), per_category)
   files = [os.path.join(fdir, "category_cohort_ais.npy")]
-  files.append(_write_csv(os.path.join(fdir, "category_correlations.csv"), ["category"] + names,
+  files.append(files_lib.write_csv(os.path.join(fdir, "category_correlations.csv"), ["category"] + names,
                           [[a] + [corr["r"][i, j] for j in range(len(names))]
                            for i, a in enumerate(names)]))
-  files.append(_write_json(os.path.join(fdir, "category_correlations.json"), corr))
+  files.append(files_lib.write_json(os.path.join(fdir, "category_correlations.json"), corr))
   from matplotlib.figure import Figure
   fig = Figure(figsize=(5.6, 4.6))
   ax = fig.add_subplot(1, 1, 1)
@@ -693,48 +547,19 @@ def category_analysis(model: ModelRun, cohort: Cohort, config: RunConfig, out_di
 # Saliency (Aim 3)
 
 
-def saliency_maps_for(cohort: Cohort, config: RunConfig) -> Optional[list]:
-  from ais_jax import saliency as saliency_lib
-  if config.saliency in ("", "none"):
-    return None
-  if config.saliency == "spectral_residual":
-    return [saliency_lib.spectral_residual(np.asarray(im)) for im in cohort.images]
-  return list(saliency_lib.load_saliency(config.saliency, cohort.names,
-                                         _image_sizes(cohort.images)))
-
-
 def saliency_analysis(model: ModelRun, cohort: Cohort, sal_maps: list, config: RunConfig,
                       out_dir: str, examples: Sequence[int]) -> dict:
-  from ais_jax import saliency as saliency_lib
-  from ais_jax.report import figures
+  """``ais_jax.report.saliency_report.compare`` into ``<out>/saliency`` (as experiments.saliency)."""
+  from ais_jax.report import saliency_report
   sdir = os.path.join(out_dir, "saliency")
-  os.makedirs(sdir, exist_ok=True)
-  ais_maps = _upsample_to_images(model.run.heatmaps, cohort.images)
-  labels = cohort.groups
-  pr = saliency_lib.precision_recall(ais_maps, sal_maps)
-  groups = list(dict.fromkeys(labels))
-  means = {g: pr.mean([i for i, lab in enumerate(labels) if lab == g]) for g in groups}
-  if len(groups) > 1:
-    means["all images"] = pr.mean()
-  name = "spectral residual" if config.saliency == "spectral_residual" else os.path.basename(
-      config.saliency.rstrip("/"))
-  files = figures.pr_curves(means, pr.target_percentiles, pr.saliency_percentiles,
-                            os.path.join(sdir, "pr_curves.png"),
-                            title=f"saliency ({name}) vs AIS heatmap targets")
-  rr = saliency_lib.relative_risk(ais_maps, sal_maps)
-  rows = saliency_lib.rr_table(rr, labels)
-  files += list(saliency_lib.write_rr_table(rows, os.path.join(sdir, "rr_table")))
-  files.append(_write_csv(os.path.join(sdir, "rr_per_image.csv"),
-                          ["image", "dataset"] + [f"rr_top{p:g}" for p in rr.top],
-                          [[n, labels[i]] + list(rr.rr[i]) for i, n in enumerate(cohort.names)]))
-  files += figures.contour_overlays(list(cohort.images), ais_maps, sal_maps, rr.rr,
-                                    os.path.join(sdir, "contours.png"), top=tuple(rr.top),
-                                    names=cohort.names, index=list(examples)[:8])
-  all_label = "all images" if len(groups) > 1 else groups[0]
-  return {"saliency": config.saliency, "rows": rows,
-          "all_images": [r for r in rows if r["dataset"] == all_label],
-          "undefined": rr.undefined_counts(),
-          "files": [os.path.relpath(p, out_dir) for p in files]}
+  result = saliency_report.compare(cohort.images, model.run.heatmaps, cohort.names, cohort.groups,
+                                   sdir, saliency=config.saliency, maps=sal_maps,
+                                   index=list(examples)[:8], ais_run=model.folder,
+                                   command=sys.argv)
+  files = result["files"] + ["saliency_summary.json"]
+  return {"saliency": config.saliency, "rows": result["rr_table"],
+          "all_images": result["rr_all_images"], "undefined": result["rr_undefined"],
+          "files": [os.path.relpath(os.path.join(sdir, p), out_dir) for p in files]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -879,7 +704,8 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   t = time.perf_counter()
   if config.saliency not in ("", "none"):
     report(f"saliency: {config.saliency} on {n} images")
-    sal_maps = saliency_maps_for(cohort, config)
+    from ais_jax.report import saliency_report
+    sal_maps = saliency_report.saliency_maps(cohort.images, cohort.names, config.saliency)
   stage("saliency_maps", t)
 
   planted_result = None
@@ -963,7 +789,7 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
       "environment": _environment(), "results": results, "timings_s": timings,
       "files": file_records,
   }
-  _write_json(os.path.join(out, "summary.json"), summary)
+  files_lib.write_json(os.path.join(out, "summary.json"), summary)
   report(f"wrote {out}/index.html and {len(file_records)} files in {timings['total']:.1f} s")
   return summary
 

@@ -14,18 +14,17 @@ Writes into --out:
   "selection_time_s", "command", "flags"}`` (NaN as null);
 * ``cv.csv``: one row per split (seed, fold, n_test, m*, test full / retained / random retained);
 * ``cv_arrays.npz``: train AIS ``[S, K]``, orders, curves and random-order curves;
-* ``selection.png`` (+ ``.csv``/``.json``): Figure 1's layout for this run.
+* ``selection.png`` (+ ``.csv``/``.json``): Figure 1's layout for this run;
+* ``selection_curves.png`` (+ ``.csv``): mean train/test score over the number of maps kept.
 
 ``--maps=FILE.npy`` (float ``[n, h, w, K]``, e.g. ``feature_maps.npy`` of an AIS run) skips the
 trunk; the head still comes from --weights. Combine runs with ``experiments/plot_selection.py``.
-The logic is ``ais_jax.selection.select_maps`` and ``ais_jax.selection.summarize``.
+The logic is ``ais_jax.selection.select_maps`` and ``ais_jax.selection.summarize``; the files are
+written by ``ais_jax.report.selection_outputs.write_outputs`` (as in ``experiments.run``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import sys
 import time
 
@@ -40,19 +39,26 @@ _common.define_cohort_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
 
-flags.DEFINE_integer("folds", 5, "Image folds per seed (test set = one fold).", lower_bound=2)
-flags.DEFINE_integer("seeds", 8, "Seeds: permutations numpy.random.default_rng(s), s = seed .. "
-                     "seed + seeds - 1.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "First seed (also seeds the random-order control).")
-flags.DEFINE_integer("random_orders", 1, "Random map orders per split for the chance control "
-                     "(0: none).", lower_bound=0)
-flags.DEFINE_bool("pair_split", False, "Split human pairs (--test_fraction test) instead of "
-                  "images; leaks images between train and test (see ais_jax.selection).")
-flags.DEFINE_float("test_fraction", 0.2, "Fraction of pairs in the test set with --pair_split.")
-flags.DEFINE_enum("alternative", "two-sided", ["two-sided", "greater", "less"],
-                  "t-test alternative on retained - full ('greater': retained better).")
-flags.DEFINE_string("maps", "", "Precomputed feature maps .npy [n, h, w, K] (skips the trunk).")
-flags.DEFINE_string("label", "", "Run label for figures (default: the architecture name).")
+# experiments.run defines --folds, --seeds, --seed and --random_orders too; in a process that
+# imports both, the first definition is kept.
+if "folds" not in FLAGS:
+  flags.DEFINE_integer("folds", 5, "Image folds per seed (test set = one fold).", lower_bound=2)
+if "seeds" not in FLAGS:
+  flags.DEFINE_integer("seeds", 8, "Seeds: permutations numpy.random.default_rng(s), s = seed .. "
+                       "seed + seeds - 1.", lower_bound=1)
+if "seed" not in FLAGS:
+  flags.DEFINE_integer("seed", 0, "First seed (also seeds the random-order control).")
+if "random_orders" not in FLAGS:
+  flags.DEFINE_integer("random_orders", 1, "Random map orders per split for the chance control "
+                       "(0: none).", lower_bound=0)
+if "pair_split" not in FLAGS:
+  flags.DEFINE_bool("pair_split", False, "Split human pairs (--test_fraction test) instead of "
+                    "images; leaks images between train and test (see ais_jax.selection).")
+  flags.DEFINE_float("test_fraction", 0.2, "Fraction of pairs in the test set with --pair_split.")
+  flags.DEFINE_enum("alternative", "two-sided", ["two-sided", "greater", "less"],
+                    "t-test alternative on retained - full ('greater': retained better).")
+  flags.DEFINE_string("maps", "", "Precomputed feature maps .npy [n, h, w, K] (skips the trunk).")
+  flags.DEFINE_string("label", "", "Run label for figures (default: the architecture name).")
 
 FLAG_NAMES = ("arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
@@ -66,7 +72,7 @@ def _load_inputs(report):
   from ais_jax.errors import UserInputError
   from ais_jax.io import human as human_io
   from ais_jax.io import images as images_io
-  spec, variables, provenance, _ = pipeline._load_model(FLAGS.weights, FLAGS.arch or None)
+  spec, variables, _, module = pipeline.load_model(FLAGS.weights, FLAGS.arch or None)
   head = spec.get_ablation_head(variables)
   if FLAGS.maps:
     maps = np.load(FLAGS.maps)
@@ -79,72 +85,11 @@ def _load_inputs(report):
     loaded, names = images_io.load_images(FLAGS.images, image_list=FLAGS.image_list or None)
     n = len(loaded)
     resized = images_io.fit_to_model(loaded, spec, names=names)
-    timings = {}
-    maps = pipeline._trunk_maps(spec, variables, provenance, resized, FLAGS.batch_size,
-                                report, timings)
+    maps = pipeline.trunk_maps(spec, module, variables, resized, batch_size=FLAGS.batch_size,
+                               progress=report)
   human = human_io.load_human(FLAGS.human, key=FLAGS.human_key or None, kind=FLAGS.human_kind,
                               n_images=n)
   return head, maps, human, spec
-
-
-def _split_records(result, test_curves, train_curves, m_star, retained):
-  records = []
-  for s in range(m_star.shape[0]):
-    split = result.splits[s] if result.splits is not None else None
-    records.append({
-        "seed": split.seed if split else result.settings["seed"] + s,
-        "fold": split.fold if split else None,
-        "test_indices": split.test_indices if split else None,
-        "train_curve": train_curves[s], "test_curve": test_curves[s], "m_star": m_star[s],
-        "test_retained": retained[s], "test_full": test_curves[s][-1],
-        "n_train": result.n_train[s], "n_test": result.n_test[s]})
-  return records
-
-
-def write_outputs(out, result, summary, *, label, extra):
-  """cv.json, cv.csv, cv_arrays.npz and selection.png for one run."""
-  from ais_jax.io import runs
-  from ais_jax.report import selection_figure
-  os.makedirs(out, exist_ok=True)
-  splits = _split_records(result, result.test_curves, result.train_curves, result.m_star,
-                          result.test_retained)
-  rand = []
-  for r in range(result.random_orders.shape[1]):
-    for rec in _split_records(result, result.random_test_curves[:, r],
-                              result.random_train_curves[:, r], result.random_m_star[:, r],
-                              result.random_test_retained[:, r]):
-      rec["order_index"] = r
-      rand.append(rec)
-  cv = {"splits": splits,
-        "random_order": {"splits": rand,
-                         "mean_test_retained": summary.get("mean_test_random_retained"),
-                         "mean_m_star": summary.get("mean_random_m_star")},
-        "tests": summary["tests"], "summary": summary, "settings": result.settings,
-        "undefined": result.undefined, "label": label, **extra}
-  with open(os.path.join(out, "cv.json"), "w") as f:
-    json.dump(runs.jsonable(cv), f, indent=1)
-  with open(os.path.join(out, "cv.csv"), "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["seed", "fold", "n_test", "m_star", "test_full", "test_retained",
-                "test_random_retained"])
-    with np.errstate(all="ignore"):
-      rand_mean = (np.nanmean(result.random_test_retained, axis=1)
-                   if result.random_test_retained.size else np.full(len(splits), np.nan))
-    for rec, rr in zip(splits, rand_mean):
-      w.writerow([rec["seed"], rec["fold"], rec["n_test"], rec["m_star"]]
-                 + ["" if not np.isfinite(v) else repr(float(v))
-                    for v in (rec["test_full"], rec["test_retained"], rr)])
-  np.savez(os.path.join(out, "cv_arrays.npz"), train_ais=result.train_ais, orders=result.orders,
-           train_curves=result.train_curves, test_curves=result.test_curves,
-           m_star=result.m_star, random_orders=result.random_orders,
-           random_train_curves=result.random_train_curves,
-           random_test_curves=result.random_test_curves, train_masks=result.train_masks,
-           test_masks=result.test_masks)
-  group = selection_figure.group_from_cv(cv)
-  score = "$r^2$" if result.settings["score"] == "r2" else "r"
-  selection_figure.selection_bars({label: group}, os.path.join(out, "selection.png"),
-                                  score_label=f"test {score}")
-  return cv
 
 
 def main(argv):
@@ -154,6 +99,7 @@ def main(argv):
   from ais_jax import selection
   from ais_jax.errors import UserInputError
   from ais_jax.io import runs
+  from ais_jax.report import selection_outputs
   runs.check_out_dir(FLAGS.out, overwrite=FLAGS.overwrite)
   report = _common.progress_printer(FLAGS.progress) or (lambda message: None)
   # The published cross-validation ranks maps by r^2; --cohort_score overrides.
@@ -176,7 +122,8 @@ def main(argv):
   extra = {"wall_time_s": time.perf_counter() - t0,
            "selection_time_s": result.timings["total_s"], "command": sys.argv,
            "flags": _common.flag_values(FLAG_NAMES), "model": spec.metadata()}
-  write_outputs(FLAGS.out, result, summary, label=FLAGS.label or spec.name, extra=extra)
+  selection_outputs.write_outputs(FLAGS.out, result, summary, label=FLAGS.label or spec.name,
+                                  extra=extra)
   t = summary["tests"]
   p = t.get("retained_vs_full_paired", {}).get("pvalue", float("nan"))
   pc = t.get("retained_vs_full_corrected", {}).get("pvalue", float("nan"))

@@ -5,6 +5,7 @@ images, batch size 3 so the last batch is padded) is shared by every check; the 
 CLI again but stop before JAX starts.
 """
 
+import csv
 import hashlib
 import json
 import os
@@ -192,3 +193,111 @@ def test_refusals_are_one_line_with_exit_code_2(cohort):
   assert proc.returncode == 2 and proc.stderr.count("\n") == 1
   assert "--precision" in proc.stderr and "exact|float32|fast" in proc.stderr
   assert not (root / "other").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The pipeline's public pieces, and the other experiment scripts on the same tiny cohort.
+
+
+def test_trunk_compiles_once_and_logits_match_the_head(cohort):
+  import jax
+  from ais_jax import pipeline
+  from ais_jax.io import images as images_io
+  spec, variables, provenance, module = pipeline.load_model(str(cohort["weights"]),
+                                                            "efficientnet_lite0")
+  assert provenance["checkpoint_dir"] == str(cohort["weights"])
+  loaded, names = images_io.load_images(str(cohort["images"]))
+  resized = images_io.fit_to_model(loaded, spec, names=names)
+  first = pipeline.trunk_maps(spec, module, variables, resized, batch_size=3)
+  # The jitted trunk is shared by the whole process (other tests may have compiled it for their
+  # batch shapes): count the compiled shapes after the first call.
+  compiled = pipeline._jitted_apply(module, "trunk")._cache_size()
+  other_module = pipeline.load_model(str(cohort["weights"]))[3]
+  assert other_module is not module
+  again = pipeline.trunk_maps(spec, other_module, variables, resized[:5], batch_size=3)
+  # Two calls, two module objects, a ragged last batch each time: one jitted trunk, one compile.
+  assert pipeline._jitted_apply(other_module, "trunk") is pipeline._jitted_apply(module, "trunk")
+  assert pipeline._jitted_apply(module, "trunk")._cache_size() == compiled
+  np.testing.assert_array_equal(first, cohort["run"]["feature_maps"])
+  np.testing.assert_array_equal(again, first[:5])
+  # Logits: the padded, batched head vs one unbatched call written independently.
+  logits = pipeline.head_logits(module, variables, first, batch_size=3)
+  want = jax.jit(lambda v, m: module.apply(v, m, method="head"))(variables, first)[1]
+  assert logits.shape == (N, spec.num_classes) and logits.dtype == np.float32
+  np.testing.assert_allclose(logits, np.asarray(want), rtol=1e-5, atol=1e-5)
+  run = pipeline.run_ais(weights=(spec, variables, provenance, module), images=resized,
+                         human=cohort["human"], batch_size=3)
+  np.testing.assert_allclose(run.logits, logits, rtol=1e-6, atol=1e-6)
+  assert pipeline._jitted_apply(module, "trunk")._cache_size() == compiled
+
+
+def _module_cli(module, *args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_selection_and_plot_selection_command_lines(cohort):
+  root = cohort["root"]
+  out = root / "selection"
+  proc = _module_cli("experiments.selection", f"--weights={cohort['weights']}",
+                     f"--maps={cohort['out'] / 'feature_maps.npy'}",
+                     f"--human={root / 'human.csv'}", f"--out={out}", "--folds=2", "--seeds=1",
+                     "--noprogress")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in ("cv.json", "cv.csv", "cv_arrays.npz", "selection.png", "selection.csv",
+               "selection_curves.png", "selection_curves.csv"):
+    assert os.path.getsize(out / name) > 0, name
+  with open(out / "cv.json") as f:
+    cv = json.load(f)
+  arrays = np.load(out / "cv_arrays.npz")
+  rows = list(csv.DictReader(open(out / "cv.csv")))
+  assert [int(r["fold"]) for r in rows] == [0, 1] and len(cv["splits"]) == 2
+  assert sorted(i for s in cv["splits"] for i in s["test_indices"]) == list(range(N))
+  for row, split, test_curve, m_star in zip(rows, cv["splits"], arrays["test_curves"],
+                                            arrays["m_star"]):
+    assert int(row["m_star"]) == split["m_star"] == m_star
+    np.testing.assert_allclose(float(row["test_full"]), test_curve[-1], rtol=1e-15)
+    if m_star > 0:
+      np.testing.assert_allclose(float(row["test_retained"]), test_curve[m_star - 1], rtol=1e-15)
+  finite = [s["test_full"] for s in cv["splits"] if s["test_full"] is not None]
+  np.testing.assert_allclose(cv["summary"]["mean_test_full"], np.mean(finite), rtol=1e-12)
+  assert cv["flags"]["folds"] == 2 and cv["label"] == "efficientnet_lite0"
+  assert arrays["train_masks"].shape == arrays["test_masks"].shape == (2, N * (N - 1) // 2)
+  png = root / "combined.png"
+  proc = _module_cli("experiments.plot_selection", f"--runs={out},{out / 'cv.json'}",
+                     "--labels=a,b", f"--out_png={png}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  combined = json.load(open(root / "combined.json"))
+  assert "a" in json.dumps(combined) and os.path.getsize(png) > 0
+
+
+def test_saliency_command_line_on_the_run(cohort):
+  out = cohort["root"] / "saliency"
+  proc = _module_cli("experiments.saliency", f"--ais_run={cohort['out']}", f"--out={out}",
+                     "--n_examples=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "| " in proc.stdout and f"to {out}" in proc.stdout
+  # im3 is 40x30, the others 32x32: maps of mixed sizes are kept per image name.
+  with np.load(out / "saliency.npz") as maps:
+    assert maps["im3.png"].shape == (40, 30) and maps["im0.png"].shape == (32, 32)
+  summary = json.load(open(out / "saliency_summary.json"))
+  assert summary["n_images"] == N and summary["ais_run"] == str(cohort["out"])
+  for rel in summary["files"]:
+    assert os.path.getsize(out / rel) > 0, rel
+  proc = _module_cli("experiments.saliency", f"--out={out}")
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+      "error: --ais_run: required")
+
+
+def test_experiment_modules_share_one_process():
+  """Every experiment module imports next to the others (no flag is defined twice)."""
+  code = ("import experiments.ais, experiments.selection, experiments.saliency, "
+          "experiments.plot_selection, experiments.lpips_baseline, experiments.run as r; "
+          "r.define_flags(); from absl import flags; "
+          "print(sorted(n for n in ('ais_run', 'saliency', 'folds', 'maps', 'dataset') "
+          "if n in flags.FLAGS))")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == "['ais_run', 'dataset', 'folds', 'maps', 'saliency']"

@@ -224,7 +224,7 @@ def test_load_saliency_folder_and_npy(tmp_path):
 
 
 def test_experiment_end_to_end(tmp_path):
-  from experiments import saliency as exp
+  from ais_jax.report import saliency_report
   rng = np.random.default_rng(13)
   n = 5
   images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -235,7 +235,7 @@ def test_experiment_end_to_end(tmp_path):
                  {"flags": {"images": str(tmp_path / "images.npy")}},
                  image_names=[f"im{i}.png" for i in range(n)])
   out = tmp_path / "out"
-  summary = exp.run_saliency(str(run), "spectral_residual", str(out), n_examples=3)
+  summary = saliency_report.run_saliency(str(run), "spectral_residual", str(out), n_examples=3)
   for name in ("rr_table.csv", "rr_table.md", "rr_per_image.csv", "saliency.npy", "pr_curves.png",
                "pr_curves.csv", "contours.png", "contours.json", "saliency_summary.json"):
     assert os.path.getsize(out / name) > 0, name
