@@ -72,7 +72,8 @@ def define_flags() -> None:
           "planted (default; generated, offline), kriegeskorte92 (--data_dir), or custom "
           "(--images/--human; implied when --images is given).")
   _define(flags.DEFINE_string, "data_dir", "", "Folder holding the 92-image files "
-          "(kriegeskorte92), e.g. ../shared/data/kriegeskorte92.")
+          "(kriegeskorte92), e.g. ../shared/data/kriegeskorte92; empty: downloaded into "
+          "$AIS_JAX_HOME/data/kriegeskorte92 from the public rsatoolbox copy (sha256 checked).")
   _define(flags.DEFINE_integer, "n_images", 48, "planted: number of images.", lower_bound=4)
   _define(flags.DEFINE_integer, "image_size", 224, "planted: image side in pixels.", lower_bound=32)
   _define(flags.DEFINE_integer, "seed", 0, "planted: generator seed.")
@@ -183,15 +184,20 @@ def planted_cohort(config: RunConfig) -> Cohort:
 def k92_cohort(config: RunConfig) -> Cohort:
   from ais_jax.data import kriegeskorte92
   from ais_jax.errors import UserInputError
-  if not config.data_dir:
-    raise UserInputError("--data_dir", "required with --dataset=kriegeskorte92: the folder holding "
-                         f"{kriegeskorte92.STIMULI_FILE} and {kriegeskorte92.JUDGMENTS_FILE} "
-                         "(e.g. ../shared/data/kriegeskorte92)")
+  data_dir, allow_download = config.data_dir, False
+  if not data_dir:
+    # No folder given: the cache, filled from the public rsatoolbox copy (needs internet; both
+    # files are checked against their sha256 before use).
+    from ais_jax.io import weights as weights_io
+    data_dir = os.path.join(weights_io.cache_dir(), "data", "kriegeskorte92")
+    allow_download = True
   try:
-    d = kriegeskorte92.load(config.data_dir)
-  except (FileNotFoundError, ValueError) as e:
-    raise UserInputError("--data_dir", str(e)) from None
-  inputs = {"data_dir": os.path.abspath(config.data_dir),
+    d = kriegeskorte92.load(data_dir, allow_download=allow_download)
+  except (FileNotFoundError, ValueError, OSError) as e:
+    raise UserInputError("--data_dir", f"{e} (offline: point --data_dir at a folder holding "
+                         f"{kriegeskorte92.STIMULI_FILE} and {kriegeskorte92.JUDGMENTS_FILE})"
+                         ) from None
+  inputs = {"data_dir": os.path.abspath(data_dir),
             "files_sha256": dict(kriegeskorte92.SHA256), "sha256_verified": True,
             "human": "subject-averaged dissimilarity of 16 subjects, negated (S = -D)"}
   groups = [d.category_names[c] for c in d.categories]

@@ -1,0 +1,39 @@
+"""The 92-image loader and its sha256-checked downloader (file:// URLs stand in for the web)."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from ais_jax.data import kriegeskorte92
+from conftest import K92_DIR
+
+
+def test_load_shapes_and_similarity(k92):
+  assert k92.images.shape == (92, 175, 175, 3) and k92.images.dtype == np.uint8
+  assert k92.subject_dissimilarity.shape == (16, 92, 92)
+  np.testing.assert_array_equal(k92.similarity, -k92.subject_dissimilarity.mean(axis=0))
+  assert np.bincount(k92.categories).tolist() == [12, 12, 12, 12, 23, 21]
+  assert len(set(k92.image_names)) == 92
+
+
+def test_download_checks_sha256(tmp_path, monkeypatch):
+  monkeypatch.setattr(kriegeskorte92, "URL", "file://" + os.path.abspath(K92_DIR) + "/{}")
+  dst = tmp_path / "k92"
+  data = kriegeskorte92.load(str(dst), allow_download=True)
+  assert data.images.shape[0] == 92
+  # A corrupt source is refused and leaves no file behind.
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  for name in kriegeskorte92.SHA256:
+    shutil.copy(os.path.join(K92_DIR, name), bad / name)
+  with open(bad / kriegeskorte92.JUDGMENTS_FILE, "ab") as f:
+    f.write(b"tampered")
+  monkeypatch.setattr(kriegeskorte92, "URL", "file://" + str(bad) + "/{}")
+  fresh = tmp_path / "fresh"
+  with pytest.raises(ValueError, match="sha256"):
+    kriegeskorte92.download(str(fresh), quiet=True)
+  assert not (fresh / kriegeskorte92.JUDGMENTS_FILE).exists()
+  with pytest.raises(FileNotFoundError, match="missing"):
+    kriegeskorte92.load(str(tmp_path / "nothing"))
