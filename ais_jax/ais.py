@@ -15,8 +15,9 @@ similarity, ``sim`` the first-order similarity and ``cmp`` the agreement:
 
 How (DESIGN.md section 2): for every chunk of maps the kernel builds the ablated embeddings of all
 (map, image) pairs - or, for pooled heads with Pearson/cosine similarity, rank-one updates of the
-Gram matrix without any embedding - and derives from them both the changed rows (per-image) and the
-whole ablated matrices (cohort). Fully connected heads (VGG) subtract each map's fc6 contribution
+Gram matrix without any embedding; with Spearman similarity, the new average-tie ranks from the
+baseline order and tie counts without any sort, see :func:`spearman_removal_terms` - and derives
+from them both the changed rows (per-image) and the whole ablated matrices (cohort). Fully connected heads (VGG) subtract each map's fc6 contribution
 from the baseline pre-activation, so only fc7 runs per ablation, and only for the active pairs
 (compacted, fixed-size sub-batches, a data-dependent trip count: shapes stay static). The chunk
 loop is ``jax.lax.map`` over a map axis padded to a multiple of the chunk size, so one cohort shape
@@ -50,6 +51,9 @@ from ais_jax.precision import float64_scope, resolve
 SIMILARITIES = rsa.SIMILARITIES
 COMPARISONS = rsa.COMPARISONS
 COHORT_SCORES = ("r", "r2")
+# Computation paths: 'pooled_rank_one' and 'pooled_spearman' are the update paths of pooled heads
+# (either name picks the one that fits the similarity).
+PATHS = ("generic", "pooled_dense", "pooled_rank_one", "pooled_spearman", "fc")
 IMAGE_AXIS = "images"
 MAP_AXIS = "maps"
 # Rows per fc7 matmul on the fc path (active (map, image) pairs, compacted).
@@ -103,11 +107,45 @@ def _unit_vectors(e, kind: str):
   else:
     bad = rsa.is_constant.kernel(e, axis=-1, dtype=e.dtype)
   if kind == "spearman":
-    e = rsa.rankdata.kernel(e, axis=-1, dtype=e.dtype)
+    e = _average_ranks(e)
   if kind in ("pearson", "spearman"):
     e = _centre(e)
   norm = jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True))
   return e / jnp.where(norm > 0, norm, 1), bad
+
+
+def _tie_bounds(x):
+  """First and last 0-based sorted positions of each entry's tie group along the last axis.
+
+  ``x [..., D]`` -> ``(first, last)`` int32 ``[..., D]`` in the original order: ``first`` = number
+  of entries strictly below, ``last`` = number of entries <= it minus 1. One sort (with the
+  positions as payload), the tie groups by a cumulative max / reverse cumulative min over the
+  sorted values, and a scatter back: no searchsorted (rsa.rankdata needs two more sorts).
+  NaN entries sort last (as +inf) and must be masked by the caller.
+  """
+  x = jnp.where(jnp.isnan(x), jnp.inf, x)
+  lead, d = x.shape[:-1], x.shape[-1]
+  flat = x.reshape(-1, d)
+  b = flat.shape[0]
+  pos = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32), (b, d))
+  srt, perm = jax.lax.sort((flat, pos), dimension=1, num_keys=1)
+  change = srt[:, 1:] != srt[:, :-1]                                    # [b, d-1]
+  starts = jnp.concatenate([jnp.ones((b, 1), bool), change], axis=1)
+  ends = jnp.concatenate([change, jnp.ones((b, 1), bool)], axis=1)
+  first = jax.lax.cummax(jnp.where(starts, pos, 0), axis=1)
+  last = jax.lax.cummin(jnp.where(ends, pos, d - 1), axis=1, reverse=True)
+  rows = jnp.arange(b, dtype=jnp.int32)[:, None]
+  both = jnp.zeros((b, d, 2), jnp.int32).at[rows, perm].set(jnp.stack([first, last], -1),
+                                                            unique_indices=True)
+  return both[..., 0].reshape(lead + (d,)), both[..., 1].reshape(lead + (d,))
+
+
+def _average_ranks(x):
+  """Average-tie ranks (1-based) along the last axis, NaN stays NaN: the values of
+  :func:`ais_jax.rsa.rankdata` (and ``scipy.stats.rankdata``) with one sort instead of three."""
+  first, last = _tie_bounds(x)
+  ranks = (first + last).astype(x.dtype) / 2 + 1
+  return jnp.where(jnp.isnan(x), jnp.nan, ranks)
 
 
 def _centre(e):
@@ -303,6 +341,89 @@ def _chunk_rank_one(plan, head, maps, human, base, ks, kvalid, targets, tvalid):
   return _agreements(plan, s_rows, z, human, targets)
 
 
+def _spearman_base(e):
+  """Baseline rank statistics of pooled embeddings ``e [n, D]`` float64 for
+  :func:`spearman_removal_terms`: centred average-tie ranks ``rho``, their Gram matrix (exact:
+  products of half-integers), tie-group bounds, and per-row counts of negative / zero values."""
+  d = e.shape[-1]
+  first, last = _tie_bounds(e)
+  rho = (first + last).astype(jnp.float64) / 2 + 1 - (d + 1) / 2            # [n, D] half-integers
+  return {
+      "e": e, "rho": rho, "gram": jnp.matmul(rho, rho.T, precision=_HI),
+      "below": first.astype(jnp.float64),                                   # entries < e_ik
+      "ties": (last - first + 1).astype(jnp.float64),                       # entries == e_ik
+      "neg": jnp.sum(e < 0, axis=-1).astype(jnp.float64),                   # [n]
+      "zeros": jnp.sum(e == 0, axis=-1).astype(jnp.float64),                # [n]
+      "nnz": jnp.sum(e != 0, axis=-1),
+      "bad": rsa.is_constant.kernel(e, axis=-1, dtype=jnp.float64),
+  }
+
+
+def spearman_removal_terms(base, ks, kvalid):
+  """Exact Spearman-similarity updates when coordinate ``k`` of pooled embeddings is set to 0.
+
+  With ``rho_i`` the centred average-tie ranks of row i and ``rho_i^(k)`` those after zeroing
+  ``e_ik = v``, the rank change of every other coordinate follows from the baseline order without
+  any sort: ``delta_ic = H(e_ic; 0) - H(e_ic; v)`` with ``H(x; a) = [x > a] + [x == a] / 2``
+  (the entries between 0 and v shift by one; the tie groups of 0 and v gain / lose a member:
+  half a rank each), and coordinate k itself moves to the (new) average rank of the zeros.
+
+  Args:
+    base: dict from ``_spearman_base`` (``e [n, D]`` float64 and its rank statistics).
+    ks: ``[c]`` map indices (< D).
+    kvalid: ``[c]`` bool; a False slot removes nothing.
+
+  Returns:
+    ``(p, q, norm, bad)``: ``p [c, n, n]`` with ``p[c, i, j] = (rho_i^(k) - rho_i) . rho_j``,
+    ``q [c, n, n] = (rho_i^(k) - rho_i) . (rho_j^(k) - rho_j)``, ``norm [c, n] = |rho_i^(k)|^2``
+    and ``bad [c, n]``: the ablated row is constant in value (all zero) or the baseline row is.
+    So ``rho_i^(k) . rho_j = gram_ij + p_ij`` (row i ablated) and ``rho_i^(k) . rho_j^(k) =
+    gram_ij + p_ij + p_ji + q_ij`` (both ablated). All exact: ranks are half-integers and the
+    matrix products run on small integers (float32 is exact for them while ``2 D^2 < 2^24``).
+  """
+  e, rho = base["e"], base["rho"]
+  n, d = e.shape
+  on = kvalid[:, None]
+  v = e[:, ks].T                                                            # [c, n] removed values
+  # 2 * delta from the formula (also evaluated at c = k, corrected below): integers in [-2, 2].
+  mm = jnp.float32 if 2 * d * d < 2**24 else jnp.float64
+  two_h0 = (2 * (e > 0) + (e == 0)).astype(mm)                               # [n, D]
+  two_hv = (2 * (e[None] > v[..., None]) + (e[None] == v[..., None])).astype(mm)  # [c, n, D]
+  d2 = jnp.where(on[..., None], two_h0[None] - two_hv, 0)
+  # Coordinate k: formula value vs the actual change of its rank.
+  df_k = jnp.where(on, (v > 0) + ((v == 0) - 1.0) / 2, 0.0)
+  new_rank = base["neg"][None] - (v < 0) + (base["zeros"][None] - (v == 0)) / 2 + 1
+  old_rank = base["below"][:, ks].T + (base["ties"][:, ks].T + 1) / 2
+  dk = jnp.where(on, new_rank - old_rank, 0.0)
+  rho_k = rho[:, ks].T                                                       # [c, n]
+  p = jnp.einsum("cid,jd->cij", d2, (2 * rho).astype(mm), precision=_HI).astype(jnp.float64) / 4
+  p = p + (dk - df_k)[:, :, None] * rho_k[:, None, :]
+  q = jnp.einsum("cid,cjd->cij", d2, d2, precision=_HI).astype(jnp.float64) / 4
+  q = q - df_k[:, :, None] * df_k[:, None, :] + dk[:, :, None] * dk[:, None, :]
+  norm = (jnp.diagonal(base["gram"])[None] + 2 * jnp.diagonal(p, axis1=1, axis2=2)
+          + jnp.diagonal(q, axis1=1, axis2=2))
+  bad = ((base["nnz"][None] - (on & (v != 0))) == 0) | base["bad"][None]
+  return p, q, norm, bad
+
+
+def _chunk_spearman(plan, head, maps, human, base, ks, kvalid, targets, tvalid):
+  """Pooled head, Spearman similarity: rank updates from the baseline order (no sort)."""
+  del head, maps, tvalid
+  ks = ks % plan.num_maps
+  _, _, _, stats = base
+  g = stats["gram"]
+  n = g.shape[0]
+  nrm = jnp.diagonal(g)
+  p, q, nrm_ab, bad_ab = spearman_removal_terms(stats, ks, kvalid)
+  c = ks.shape[0]
+  s_rows = (g[targets][None] + p[:, targets]) / jnp.sqrt(
+      nrm_ab[:, targets][:, :, None] * nrm[None, None, :])
+  s_rows = _poison(s_rows, bad_ab[:, targets], jnp.broadcast_to(stats["bad"], (c, n)))
+  z = (g[None] + p + jnp.swapaxes(p, 1, 2) + q) / jnp.sqrt(nrm_ab[:, :, None] * nrm_ab[:, None, :])
+  z = _poison(z, bad_ab, bad_ab)
+  return _agreements(plan, s_rows, z, human, targets)
+
+
 def _kernel(plan: _Plan, head, maps, human):
   """The whole computation (traced once per plan and input shapes).
 
@@ -323,6 +444,9 @@ def _kernel(plan: _Plan, head, maps, human):
     _, bad0 = _unit_vectors(e64, plan.similarity)
     base = (e64, None, active, x, g, nnz, bad0)
     chunk_fn = _chunk_rank_one
+  elif plan.path == "pooled_spearman":
+    base = (e64, None, active, _spearman_base(e64))
+    chunk_fn = _chunk_spearman
   else:
     u0, bad0 = _unit_vectors(e64, plan.similarity)
     base = (embeddings, fc_parts, active, u0, bad0)
@@ -369,7 +493,7 @@ def _jitted(plan: _Plan):
 
 def _head_path(head, similarity: str) -> str:
   if isinstance(head, PooledHead):
-    return "pooled_rank_one" if similarity in ("pearson", "cosine") else "pooled_dense"
+    return "pooled_rank_one" if similarity in ("pearson", "cosine") else "pooled_spearman"
   if isinstance(head, FcHead):
     return "fc"
   if isinstance(head, GenericHead):
@@ -385,6 +509,8 @@ def _plan(head, maps_shape, maps_dtype, *, similarity, comparison, precision, me
   generic_kind = "user"
   if path == "generic" and not isinstance(head, GenericHead):
     generic_kind = "pooled" if isinstance(head, PooledHead) else "fc"
+  if path in ("pooled_rank_one", "pooled_spearman"):
+    path = None  # the update path that fits the similarity
   path = path or _head_path(head, similarity)
   image_devices = mesh.shape[IMAGE_AXIS] if mesh is not None and IMAGE_AXIS in mesh.shape else 1
   map_devices = mesh.shape[MAP_AXIS] if mesh is not None and MAP_AXIS in mesh.shape else 1
@@ -396,6 +522,8 @@ def _plan(head, maps_shape, maps_dtype, *, similarity, comparison, precision, me
   # Bytes per map in one chunk (the dominating intermediates, with a 2x safety factor).
   if path == "pooled_rank_one":
     per_map = 8 * n * n * 8
+  elif path == "pooled_spearman":
+    per_map = n * k * 24 + 12 * n * n * 8
   elif path == "pooled_dense":
     per_map = t * k * 8 * 6 + 4 * n * n * 8
   elif path == "fc":
@@ -475,8 +603,10 @@ def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: s
     memory_budget_gb: bounds the intermediates of one chunk of maps (chunk size).
     mesh: optional ``jax.sharding.Mesh`` with axes 'images' and/or 'maps' to split the targets
       and the maps over devices.
-    path: force a computation path ('generic' is the reference for every head type; 'pooled_dense'
-      skips the rank-one updates); None picks the fastest.
+    path: force a computation path, one of :data:`PATHS` ('generic' is the reference for every
+      head type; 'pooled_dense' builds every ablated embedding instead of the pooled update
+      paths; 'pooled_rank_one' / 'pooled_spearman' both pick the update path of the similarity);
+      None picks the fastest.
 
   Returns:
     :class:`AisResult`.
@@ -486,9 +616,10 @@ def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: s
   maps = _check_maps(maps)
   n, _, _, k = maps.shape
   human = validation.validate_human_similarity(human, n_images=n)
-  if path is not None and path not in ("generic", "pooled_dense", "pooled_rank_one", "fc"):
-    raise ValueError(f"path={path!r} is not one of generic, pooled_dense, pooled_rank_one, fc")
-  if path in ("pooled_dense", "pooled_rank_one") and not isinstance(head, PooledHead):
+  if path is not None and path not in PATHS:
+    raise ValueError(f"path={path!r} is not one of {', '.join(PATHS)}")
+  if path in ("pooled_dense", "pooled_rank_one", "pooled_spearman") and not isinstance(
+      head, PooledHead):
     raise ValueError(f"path={path!r} needs a PooledHead, got {type(head).__name__}")
   if path == "fc" and not isinstance(head, FcHead):
     raise ValueError(f"path='fc' needs an FcHead, got {type(head).__name__}")

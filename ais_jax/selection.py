@@ -24,8 +24,10 @@ shared by all splits; each split needs one pass over its K nested prefixes:
   prefix zeroes embedding coordinates, so all K prefix similarities follow from cumulative sums
   (over the ordered coordinates) of the per-coordinate products ``e_ic e_jc``, sums and squares:
   O(K n^2) per split. Removal of one map uses the rank-one update of the two-pass centred Gram
-  matrix. Spearman similarity re-ranks every prefix: O(K * n * K log K) per split (documented
-  cost; about 1000x the pearson path at K = 1280).
+  matrix; with Spearman similarity, the removal of one map updates the ranks exactly from the
+  baseline order (:func:`ais_jax.ais.spearman_removal_terms`, no sort), while every prefix is
+  re-ranked (one sort per prefix and image): O(K * n * K log K + K * n^2 * K) per order (documented
+  cost; the similarity of K-dimensional rank vectors for each of the K prefixes).
 * fully connected heads (:class:`~ais_jax.ablation.FcHead`): prefix sums of the per-map fc6
   contributions (DESIGN.md section 2), then fc7 for each prefix, scanned in chunks of prefixes.
 * any other head (:class:`~ais_jax.ablation.GenericHead`): ``head.embed(maps, keep=[m, K])`` on
@@ -61,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ais_jax import ablation, rsa
+from ais_jax import ais as ais_lib
 from ais_jax import precision as precision_lib
 from ais_jax.validation import validate_human_similarity
 
@@ -238,9 +241,14 @@ def _fc_embed(head, pre, cfg):
 
 def _sim_upper(emb, cfg):
   """Embeddings ``[..., n, D]`` -> similarity upper triangles ``[..., P]`` (float64)."""
-  s = rsa.similarity_matrix.kernel(emb.astype(jnp.float64), kind=cfg.similarity,
-                                   dtype=jnp.float64)
-  return _upper(s)
+  e = emb.astype(jnp.float64)
+  if cfg.similarity == "spearman":
+    # Pearson of the average-tie ranks (one sort: ais._average_ranks, equal to rsa.rankdata);
+    # the undefined rule applies to the values, as rsa.similarity_matrix does.
+    bad = rsa.is_constant.kernel(e, axis=-1, dtype=jnp.float64)
+    s = rsa.similarity_matrix.kernel(ais_lib._average_ranks(e), kind="pearson", dtype=jnp.float64)
+    return _upper(jnp.where(bad[..., :, None] | bad[..., None, :], jnp.nan, s))
+  return _upper(rsa.similarity_matrix.kernel(e, kind=cfg.similarity, dtype=jnp.float64))
 
 
 def _cumsum0(x, block: int = 64):
@@ -318,6 +326,8 @@ class _Engine:
     cfg, k = self.cfg, self.k
     if self.kind == "pooled":
       return self._pooled_ablated()
+    if self.kind == "pooled_rerank":
+      return self._pooled_spearman_ablated()
     if self.kind == "fc":
       def one(j):
         return _sim_upper(_fc_embed(self.head, self.a - self.d[:, j], cfg), cfg)
@@ -348,6 +358,24 @@ class _Engine:
       va = v[:, None] - 2 * e * cen + shrink * e * e                  # [n, K]
       s = cov / jnp.sqrt(va[r] * va[c]).T
     return jnp.where((bad[r] | bad[c]).T, jnp.nan, s)
+
+  def _pooled_spearman_ablated(self):
+    """Spearman similarity with one coordinate zeroed: exact rank updates from the baseline order
+    (:func:`ais_jax.ais.spearman_removal_terms`), no re-ranking."""
+    k = self.k
+    stats = ais_lib._spearman_base(self.e)
+    g = stats["gram"]
+    chunk = max(1, min(self.cfg.chunk, k))
+    n_chunks = -(-k // chunk)
+    slots = jnp.arange(n_chunks * chunk).reshape(n_chunks, chunk)
+
+    def one_chunk(ks):
+      p, q, norm, bad = ais_lib.spearman_removal_terms(stats, ks % k, ks < k)
+      z = (g[None] + p + jnp.swapaxes(p, 1, 2) + q) / jnp.sqrt(norm[:, :, None] * norm[:, None, :])
+      z = jnp.where(bad[:, :, None] | bad[:, None, :], jnp.nan, z)
+      return z[:, self.rows, self.cols]                               # [chunk, P]
+
+    return jax.lax.map(one_chunk, slots).reshape(n_chunks * chunk, -1)[:k]
 
   def prefixes(self, order, full_upper):
     """``order [K]`` -> ``[K, P]``: row m-1 keeps the maps ``order[:m]``."""

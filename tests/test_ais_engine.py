@@ -248,3 +248,142 @@ def test_vgg16_size_against_float64_loop(vgg_case):
   assert np.abs(exact.per_image).max() > 1e-6  # a real signal, not all zeros
   assert np.isfinite(exact.per_image).all() and np.isfinite(exact.cohort).all()
   np.testing.assert_allclose(f32.cohort, exact.cohort, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Spearman similarity of pooled heads: rank updates without sorting, against scipy
+
+
+def _tied_relu_maps(seed, n=12, hw=2, k=16):
+  """ReLU-like maps with many exact ties in the pooled embedding: small integers, ~60% zeros,
+  whole channels off, one negative channel, one image with a single active map."""
+  rng = np.random.default_rng(seed)
+  maps = np.round(np.abs(rng.standard_normal((n, hw, hw, k))) * 2) * (rng.random((n, hw, hw, k))
+                                                                     > 0.4)
+  maps *= rng.random((n, 1, 1, k)) > 0.3
+  maps[:, :, :, 3] *= -1                     # negative values: the zero block moves up instead
+  maps[5] = 0
+  maps[5, 0, 0, 7] = 3.0                     # removing map 7 leaves image 5 all zero -> NaN
+  human = rng.standard_normal((n, n))
+  human = (human + human.T) / 2
+  human[0, 4] = human[4, 0] = np.nan
+  return maps.astype(np.float32), human
+
+
+def _scipy_spearman_ais(e, human, comparison="pearson"):
+  """Float64 loop: scipy ranks of every ablated embedding, np.corrcoef similarities, agreement
+  by np.corrcoef or scipy.stats.spearmanr."""
+  import scipy.stats
+  n, k = e.shape
+  agree = {"pearson": lambda x, y: np.corrcoef(x, y)[0, 1],
+           "spearman": lambda x, y: scipy.stats.spearmanr(x, y)[0]}[comparison]
+  ranks = scipy.stats.rankdata(e, axis=1)
+
+  def sim(r_a, r_b, e_a):
+    return np.nan if np.all(e_a == 0) else np.corrcoef(r_a, r_b)[0, 1]
+
+  def row_agreement(r_i, e_i, i):
+    others = [j for j in range(n) if j != i and np.isfinite(human[i, j])]
+    s = np.array([sim(r_i, ranks[j], e_i) for j in others])
+    return np.nan if np.isnan(s).any() else agree(s, human[i, others])
+
+  def cohort_agreement(e_all):
+    r_all = scipy.stats.rankdata(e_all, axis=1)
+    iu = [(i, j) for i in range(n) for j in range(i + 1, n) if np.isfinite(human[i, j])]
+    s = np.array([sim(r_all[i], r_all[j], e_all[i]) if e_all[j].any() else np.nan
+                  for i, j in iu])
+    return np.nan if np.isnan(s).any() else agree(s, [human[i, j] for i, j in iu])
+
+  per_image = np.zeros((n, k))
+  for i in range(n):
+    base = row_agreement(ranks[i], e[i], i)
+    for m in range(k):
+      if e[i, m] == 0:
+        continue                                         # inactive: exactly 0 by definition
+      e_i = e[i].copy()
+      e_i[m] = 0
+      per_image[i, m] = base - row_agreement(scipy.stats.rankdata(e_i), e_i, i)
+  base = cohort_agreement(e)
+  cohort = np.zeros(k)
+  for m in range(k):
+    if e[:, m].any():
+      e_m = e.copy()
+      e_m[:, m] = 0
+      cohort[m] = base - cohort_agreement(e_m)
+  return per_image, cohort
+
+
+def test_average_ranks_match_scipy():
+  import scipy.stats
+  rng = np.random.default_rng(2)
+  x = np.round(rng.standard_normal((40, 33)), 1) * (rng.random((40, 33)) > 0.5)
+  x[3] = 0.0
+  x[4, 7] = np.nan
+  x[5] = np.arange(33)[::-1]
+  with float64_scope():
+    got = np.asarray(jax.jit(ais._average_ranks)(jnp.asarray(x)))
+  want = scipy.stats.rankdata(x, axis=-1, nan_policy="omit")
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+  np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+
+
+def test_spearman_removal_terms_are_exact():
+  """p, q and the norms equal the explicit rank differences bit for bit (half-integer ranks)."""
+  import scipy.stats
+  maps, _ = _tied_relu_maps(0)
+  e = maps.astype(np.float64).mean(axis=(1, 2))
+  n, k = e.shape
+  ks = np.array([0, 3, 7, 9, 15, 2])
+  kvalid = np.array([True, True, True, True, True, False])
+  with float64_scope():
+    stats = ais._spearman_base(jnp.asarray(e))
+    p, q, norm, bad = jax.device_get(ais.spearman_removal_terms(stats, jnp.asarray(ks),
+                                                                 jnp.asarray(kvalid)))
+  rho = scipy.stats.rankdata(e, axis=1) - (k + 1) / 2
+  for c, (m, valid) in enumerate(zip(ks, kvalid)):
+    e_m = e.copy()
+    if valid:
+      e_m[:, m] = 0
+    delta = scipy.stats.rankdata(e_m, axis=1) - (k + 1) / 2 - rho
+    np.testing.assert_array_equal(p[c], delta @ rho.T, err_msg=f"p, map {m}")
+    np.testing.assert_array_equal(q[c], delta @ delta.T, err_msg=f"q, map {m}")
+    np.testing.assert_array_equal(norm[c], np.sum((rho + delta) ** 2, axis=1))
+    np.testing.assert_array_equal(bad[c], ~e_m.any(axis=1))
+  assert bad[2, 5] and not bad[:, 5][[0, 1, 3, 4, 5]].any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pooled_spearman_matches_dense_and_scipy(seed):
+  maps, human = _tied_relu_maps(seed)
+  head = ablation.PooledHead()
+  fast = ais.compute_ais(head, maps, human, similarity="spearman")
+  assert fast.options["path"] == "pooled_spearman"
+  with jax.disable_jit():
+    dense = ais.compute_ais(head, maps, human, similarity="spearman", path="pooled_dense")
+  per_image, cohort = _scipy_spearman_ais(maps.astype(np.float64).mean(axis=(1, 2)), human)
+  for got, want, what in ((fast.per_image, dense.per_image, "per_image vs dense"),
+                          (fast.cohort, dense.cohort, "cohort vs dense"),
+                          (fast.per_image, per_image, "per_image vs scipy"),
+                          (fast.cohort, cohort, "cohort vs scipy")):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+    err = np.nanmax(np.abs(got - want))
+    assert err <= 1e-12, f"{what}: {err:.2e}"
+  assert np.isnan(fast.per_image[5, 7]) and np.isnan(fast.cohort[7])
+  assert np.isfinite(fast.per_image[[i for i in range(12) if i != 5]]).all()
+  assert np.nanmax(np.abs(fast.per_image)) > 1e-3
+  np.testing.assert_array_equal(fast.per_image == 0, maps.mean(axis=(1, 2)) == 0)
+  # Spearman comparison, against the loop. Ablated rows often have exactly tied similarities
+  # (integer rank dot products over equal norms: rows with as many zeros have equal rank norms);
+  # this path keeps them tied, as np.corrcoef does, while the dense path's unit vectors break such
+  # ties by rounding, which a Spearman comparison then ranks (so no comparison with it here).
+  rng = np.random.default_rng(seed + 10)
+  maps = np.maximum(rng.standard_normal((12, 2, 2, 48)), 0).astype(np.float32)
+  maps *= rng.random((12, 1, 1, 48)) > 0.3                  # zero ties in the embeddings
+  fast_s = ais.compute_ais(head, maps, human, similarity="spearman", comparison="spearman")
+  per_image, cohort = _scipy_spearman_ais(maps.astype(np.float64).mean(axis=(1, 2)), human,
+                                          comparison="spearman")
+  for got, want, what in ((fast_s.per_image, per_image, "spearman/spearman per_image"),
+                          (fast_s.cohort, cohort, "spearman/spearman cohort")):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+    err = np.nanmax(np.abs(got - want))
+    assert err <= 1e-12, f"{what}: {err:.2e}"

@@ -25,6 +25,13 @@ def _np_cosine(x, y):
   return np.nan if nx == 0 or ny == 0 else float(x @ y / (nx * ny))
 
 
+def _np_spearman(x, y):
+  """scipy average-tie ranks, then Pearson; the undefined rule on the values."""
+  if np.isnan(_np_pearson(x, y)):
+    return np.nan
+  return _np_pearson(scipy.stats.rankdata(x), scipy.stats.rankdata(y))
+
+
 def _np_embed_pooled(f, keep):
   return (f * keep).mean(axis=(1, 2))
 
@@ -42,7 +49,7 @@ def _np_score(emb, human, pairs, sim, score, comparison="pearson"):
   """pairs: list of (i, j) with finite human entries."""
   if not pairs:
     return np.nan
-  fn = _np_cosine if sim == "cosine" else _np_pearson
+  fn = {"cosine": _np_cosine, "spearman": _np_spearman}.get(sim, _np_pearson)
   x = np.array([fn(emb[i], emb[j]) for i, j in pairs])
   y = np.array([human[i, j] for i, j in pairs])
   if np.isnan(x).any() or len(pairs) < 2:
@@ -180,6 +187,27 @@ def test_pooled_matches_loop(sim, comparison, score):
     _close_nan(res.random_test_curves[s, 0], rand[0][1], 1e-10)
   # the last map is zero everywhere: AIS exactly 0 (not rounding noise)
   assert (res.train_ais[:, k - 1] == 0).all()
+
+
+def test_pooled_spearman_similarity_matches_loop():
+  """Spearman similarity: single-map removals by exact rank updates, prefixes re-ranked; ties in
+  the embeddings (rounded values, zeros) exercise the average-tie handling."""
+  f, h = _random_case(seed=11, n=10, k=9)
+  f = np.round(f * 2) / 2                  # ties among the pooled values too
+  n, k = f.shape[0], f.shape[-1]
+  res = selection.select_maps(ablation.PooledHead(), f, h, folds=2, seeds=1, seed=1,
+                              similarity="spearman", score="r", random_orders=1, chunk=4)
+  for s, split in enumerate(res.splits):
+    ais, order, tr, te, rand = _np_selection(lambda keep: _np_embed_pooled(f, keep), k, h,
+                                             split.test_indices, res.random_orders[s],
+                                             sim="spearman", score="r")
+    _close_nan(res.train_ais[s], ais, 1e-12)
+    np.testing.assert_array_equal(res.orders[s], order)
+    _close_nan(res.train_curves[s], tr, 1e-12)
+    _close_nan(res.test_curves[s], te, 1e-12)
+    _close_nan(res.random_test_curves[s, 0], rand[0][1], 1e-12)
+  assert (res.train_ais[:, k - 1] == 0).all()
+  assert np.nanmax(np.abs(res.train_ais)) > 1e-3
 
 
 def test_fc_matches_loop_score_r_and_chunks():
