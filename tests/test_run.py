@@ -11,7 +11,7 @@ import pytest
 from ais_jax.errors import UserInputError
 from ais_jax.report import index
 
-run_lib = pytest.importorskip("experiments.run")
+from experiments import run as run_lib  # noqa: E402  (core suite: never skipped)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny: 8 images of 64 px (resized to Lite0's 224), 2 folds x 1 seed.
