@@ -19,9 +19,10 @@ float32 moves per-image AIS by <= 2.3e-9).
 The library never flips the caller's global ``jax_enable_x64`` flag: entry points run their
 float64 stages inside :func:`float64_scope`.
 
-Backends without float64 (TPU): :func:`similarity_dtype` returns float32 there and the kernels in
-:mod:`ais_jax.rsa` switch to their compensated float32 form (similarities from squared distances
-of unit vectors, two-pass centring); its measured error is in BUILD.md and tests/test_rsa.py.
+Backends without float64 (TPU): :func:`similarity_dtype` returns float32 there; the kernels in
+:mod:`ais_jax.rsa` take ``dtype=jnp.float32`` for their compensated float32 form (similarities
+from half squared distances of centred unit vectors, two-pass centring; measured error in BUILD.md
+and tests/test_rsa.py). The AIS engine does not select that form automatically yet.
 """
 
 from __future__ import annotations
