@@ -34,6 +34,21 @@ def _defined(name: str) -> bool:
   return name in FLAGS
 
 
+def define_flag(define: Callable[..., object], name: str, *args, **kwargs) -> None:
+  """``define(name, *args, **kwargs)`` unless a flag ``name`` already exists (the first is kept).
+
+  Several experiment modules define the same option (--seed, --folds, --saliency, ...); absl
+  refuses a second definition, so a module imported next to another keeps the first one. The flag
+  is registered for the calling module (as a direct ``flags.DEFINE_*`` call would be), so it stays
+  in that module's ``--help``.
+  """
+  if name in FLAGS:
+    return
+  module_name = sys._getframe(1).f_globals["__name__"]  # pylint: disable=protected-access
+  kwargs.setdefault("module_name", sys.argv[0] if module_name == "__main__" else module_name)
+  define(name, *args, **kwargs)
+
+
 def define_model_flags() -> None:
   """--arch, --weights, --batch_size, --precision."""
   if _defined("weights"):

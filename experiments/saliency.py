@@ -32,16 +32,15 @@ FLAGS = _common.FLAGS
 # experiments.run defines --saliency too; a flag already defined in this process is kept.
 _common.define_cohort_flags()
 _common.define_output_flags()
-if "saliency" not in FLAGS:
-  flags.DEFINE_string("saliency", "spectral_residual", "'spectral_residual', a .npy [n, H, W], "
-                      "or a folder of maps named like the images.")
-if "ais_run" not in FLAGS:
-  flags.DEFINE_string("ais_run", "", "Output folder of experiments.ais / experiments.run.")
-  flags.DEFINE_enum("saliency_fit", "resize", ["resize", "crop"], "How external maps are fitted "
-                    "to the image: resize (default) or crop (published code).")
-  flags.DEFINE_string("datasets", "", "Text file with one dataset label per image (default: the "
-                      "run's datasets.txt, else one dataset).")
-  flags.DEFINE_integer("n_examples", 8, "Images drawn in the contour figure (the first n).")
+_define = _common.define_flag
+_define(flags.DEFINE_string, "saliency", "spectral_residual", "'spectral_residual', a .npy "
+        "[n, H, W], or a folder of maps named like the images.")
+_define(flags.DEFINE_string, "ais_run", "", "Output folder of experiments.ais / experiments.run.")
+_define(flags.DEFINE_enum, "saliency_fit", "resize", ["resize", "crop"], "How external maps are "
+        "fitted to the image: resize (default) or crop (published code).")
+_define(flags.DEFINE_string, "datasets", "", "Text file with one dataset label per image "
+        "(default: the run's datasets.txt, else one dataset).")
+_define(flags.DEFINE_integer, "n_examples", 8, "Images drawn in the contour figure (the first n).")
 
 
 def main(argv: Sequence[str]) -> None:

@@ -39,26 +39,26 @@ _common.define_cohort_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
 
-# experiments.run defines --folds, --seeds, --seed and --random_orders too; in a process that
-# imports both, the first definition is kept.
-if "folds" not in FLAGS:
-  flags.DEFINE_integer("folds", 5, "Image folds per seed (test set = one fold).", lower_bound=2)
-if "seeds" not in FLAGS:
-  flags.DEFINE_integer("seeds", 8, "Seeds: permutations numpy.random.default_rng(s), s = seed .. "
-                       "seed + seeds - 1.", lower_bound=1)
-if "seed" not in FLAGS:
-  flags.DEFINE_integer("seed", 0, "First seed (also seeds the random-order control).")
-if "random_orders" not in FLAGS:
-  flags.DEFINE_integer("random_orders", 1, "Random map orders per split for the chance control "
-                       "(0: none).", lower_bound=0)
-if "pair_split" not in FLAGS:
-  flags.DEFINE_bool("pair_split", False, "Split human pairs (--test_fraction test) instead of "
-                    "images; leaks images between train and test (see ais_jax.selection).")
-  flags.DEFINE_float("test_fraction", 0.2, "Fraction of pairs in the test set with --pair_split.")
-  flags.DEFINE_enum("alternative", "two-sided", ["two-sided", "greater", "less"],
-                    "t-test alternative on retained - full ('greater': retained better).")
-  flags.DEFINE_string("maps", "", "Precomputed feature maps .npy [n, h, w, K] (skips the trunk).")
-  flags.DEFINE_string("label", "", "Run label for figures (default: the architecture name).")
+# experiments.run defines --folds, --seeds, --seed, --random_orders and --saliency too; in a
+# process that imports both, the first definition is kept (_common.define_flag).
+_define = _common.define_flag
+_define(flags.DEFINE_integer, "folds", 5, "Image folds per seed (test set = one fold).",
+        lower_bound=2)
+_define(flags.DEFINE_integer, "seeds", 8, "Seeds: permutations numpy.random.default_rng(s), s = "
+        "seed .. seed + seeds - 1.", lower_bound=1)
+_define(flags.DEFINE_integer, "seed", 0, "First seed (also seeds the random-order control).")
+_define(flags.DEFINE_integer, "random_orders", 1, "Random map orders per split for the chance "
+        "control (0: none).", lower_bound=0)
+_define(flags.DEFINE_bool, "pair_split", False, "Split human pairs (--test_fraction test) instead "
+        "of images; leaks images between train and test (see ais_jax.selection).")
+_define(flags.DEFINE_float, "test_fraction", 0.2, "Fraction of pairs in the test set with "
+        "--pair_split.")
+_define(flags.DEFINE_enum, "alternative", "two-sided", ["two-sided", "greater", "less"],
+        "t-test alternative on retained - full ('greater': retained better).")
+_define(flags.DEFINE_string, "maps", "", "Precomputed feature maps .npy [n, h, w, K] (skips the "
+        "trunk).")
+_define(flags.DEFINE_string, "label", "", "Run label for figures (default: the architecture "
+        "name).")
 
 FLAG_NAMES = ("arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",

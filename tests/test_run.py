@@ -1,4 +1,5 @@
-"""The main job (experiments.run) on a tiny planted cohort: report files, numbers, determinism."""
+"""The main job (ais_jax.main_job, behind experiments.run) on a tiny planted cohort: report files,
+numbers, determinism; and the command line's one-line user-input errors."""
 
 import json
 import os
@@ -8,10 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from ais_jax import main_job
 from ais_jax.errors import UserInputError
 from ais_jax.report import index
-
-from experiments import run as run_lib  # noqa: E402  (core suite: never skipped)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny: 8 images of 64 px (resized to Lite0's 224), 2 folds x 1 seed.
@@ -22,15 +22,15 @@ TINY = dict(dataset="planted", n_images=8, image_size=64, seed=1, folds=2, seeds
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("run") / "planted")
-  config = run_lib.RunConfig(out=out, **TINY)
-  first = run_lib.run_report(config)
+  config = main_job.RunConfig(out=out, **TINY)
+  first = main_job.run_report(config)
   first_arrays = {name: np.load(os.path.join(out, "ais", f"{name}.npy"))
                   for name in ("per_image_ais", "cohort_ais", "heatmaps")}
   # Without --overwrite the finished folder is refused before any work.
   with pytest.raises(UserInputError, match="overwrite"):
-    run_lib.run_report(config)
+    main_job.run_report(config)
   # The same flags again into the same folder (--overwrite): identical numbers expected.
-  second = run_lib.run_report(run_lib.RunConfig(out=out, overwrite=True, **TINY))
+  second = main_job.run_report(main_job.RunConfig(out=out, overwrite=True, **TINY))
   return out, first, second, first_arrays
 
 
@@ -115,3 +115,14 @@ def test_user_input_errors_are_one_line(tmp_path):
   assert proc.returncode == 2, proc.stderr
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: --data_dir:") and "Traceback" not in proc.stderr
+
+
+def test_define_flag_keeps_the_first_definition_for_the_calling_module():
+  from absl import flags
+  from experiments import _common
+  name = "test_run_define_flag_probe"
+  _common.define_flag(flags.DEFINE_integer, name, 3, "first", lower_bound=0)
+  _common.define_flag(flags.DEFINE_string, name, "x", "second")  # Ignored: already defined.
+  flag = flags.FLAGS[name]
+  assert (flag.default, flag.help) == (3, "first")
+  assert flag in flags.FLAGS.flags_by_module_dict()[__name__]
