@@ -14,9 +14,7 @@ global backend switch), so they work on headless machines.
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -26,6 +24,7 @@ from matplotlib.lines import Line2D
 
 from ais_jax import aim2
 from ais_jax import heatmaps as heatmaps_lib
+from ais_jax.report import files
 
 AIS_COLOUR = "#e41a1c"        # red
 SALIENCY_COLOUR = "#00bfff"   # deep sky blue
@@ -38,33 +37,9 @@ def _stem(out_png: str) -> str:
   return out_png[:-4]
 
 
-def _jsonable(x: Any) -> Any:
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return _jsonable(x.tolist())
-  if isinstance(x, (np.floating, float)):
-    return None if not np.isfinite(x) else float(x)
-  if isinstance(x, np.integer):
-    return int(x)
-  return x
-
-
-def _write_json(path: str, data: Any) -> str:
-  with open(path, "w") as f:
-    json.dump(_jsonable(data), f, indent=1)
-  return path
-
-
-def _write_csv(path: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-  with open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    for r in rows:
-      w.writerow(["" if isinstance(v, float) and not np.isfinite(v) else v for v in r])
-  return path
+# The writers shared by every report module (strict JSON, round-trip CSV floats).
+_write_json = files.write_json
+_write_csv = files.write_csv
 
 
 def _save(fig: Figure, out_png: str, dpi: int = 110) -> str:
