@@ -107,45 +107,11 @@ def _unit_vectors(e, kind: str):
   else:
     bad = rsa.is_constant.kernel(e, axis=-1, dtype=e.dtype)
   if kind == "spearman":
-    e = _average_ranks(e)
+    e = rsa.rankdata.kernel(e, axis=-1, dtype=e.dtype)
   if kind in ("pearson", "spearman"):
     e = _centre(e)
   norm = jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True))
   return e / jnp.where(norm > 0, norm, 1), bad
-
-
-def _tie_bounds(x):
-  """First and last 0-based sorted positions of each entry's tie group along the last axis.
-
-  ``x [..., D]`` -> ``(first, last)`` int32 ``[..., D]`` in the original order: ``first`` = number
-  of entries strictly below, ``last`` = number of entries <= it minus 1. One sort (with the
-  positions as payload), the tie groups by a cumulative max / reverse cumulative min over the
-  sorted values, and a scatter back: no searchsorted (rsa.rankdata needs two more sorts).
-  NaN entries sort last (as +inf) and must be masked by the caller.
-  """
-  x = jnp.where(jnp.isnan(x), jnp.inf, x)
-  lead, d = x.shape[:-1], x.shape[-1]
-  flat = x.reshape(-1, d)
-  b = flat.shape[0]
-  pos = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32), (b, d))
-  srt, perm = jax.lax.sort((flat, pos), dimension=1, num_keys=1)
-  change = srt[:, 1:] != srt[:, :-1]                                    # [b, d-1]
-  starts = jnp.concatenate([jnp.ones((b, 1), bool), change], axis=1)
-  ends = jnp.concatenate([change, jnp.ones((b, 1), bool)], axis=1)
-  first = jax.lax.cummax(jnp.where(starts, pos, 0), axis=1)
-  last = jax.lax.cummin(jnp.where(ends, pos, d - 1), axis=1, reverse=True)
-  rows = jnp.arange(b, dtype=jnp.int32)[:, None]
-  both = jnp.zeros((b, d, 2), jnp.int32).at[rows, perm].set(jnp.stack([first, last], -1),
-                                                            unique_indices=True)
-  return both[..., 0].reshape(lead + (d,)), both[..., 1].reshape(lead + (d,))
-
-
-def _average_ranks(x):
-  """Average-tie ranks (1-based) along the last axis, NaN stays NaN: the values of
-  :func:`ais_jax.rsa.rankdata` (and ``scipy.stats.rankdata``) with one sort instead of three."""
-  first, last = _tie_bounds(x)
-  ranks = (first + last).astype(x.dtype) / 2 + 1
-  return jnp.where(jnp.isnan(x), jnp.nan, ranks)
 
 
 def _centre(e):
@@ -346,7 +312,7 @@ def _spearman_base(e):
   :func:`spearman_removal_terms`: centred average-tie ranks ``rho``, their Gram matrix (exact:
   products of half-integers), tie-group bounds, and per-row counts of negative / zero values."""
   d = e.shape[-1]
-  first, last = _tie_bounds(e)
+  first, last = rsa.tie_bounds(e)
   rho = (first + last).astype(jnp.float64) / 2 + 1 - (d + 1) / 2            # [n, D] half-integers
   return {
       "e": e, "rho": rho, "gram": jnp.matmul(rho, rho.T, precision=_HI),

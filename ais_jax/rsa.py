@@ -77,17 +77,35 @@ def rankdata(x, axis: int = -1, *, dtype=None):
   not supported (validation rejects them upstream).
   """
   x = jnp.moveaxis(_float(x, dtype), axis, -1)
-  nan = jnp.isnan(x)
-  filled = jnp.where(nan, jnp.inf, x)
-  lead = filled.shape[:-1]
-  flat = filled.reshape((-1, filled.shape[-1]))
-  srt = jnp.sort(flat, axis=-1)
-  search = jax.vmap(lambda s, v, side: jnp.searchsorted(s, v, side=side, method="sort"),
-                    in_axes=(0, 0, None))
-  left = search(srt, flat, "left")
-  right = search(srt, flat, "right")
-  ranks = ((left + right + 1).astype(flat.dtype) / 2).reshape(lead + (flat.shape[-1],))
-  return jnp.moveaxis(jnp.where(nan, jnp.nan, ranks), -1, axis)
+  first, last = tie_bounds(x)
+  ranks = (first + last).astype(x.dtype) / 2 + 1
+  return jnp.moveaxis(jnp.where(jnp.isnan(x), jnp.nan, ranks), -1, axis)
+
+
+def tie_bounds(x):
+  """First and last 0-based sorted positions of each entry's tie group along the last axis.
+
+  ``x [..., D]`` -> ``(first, last)`` int32 ``[..., D]`` in the original order: ``first`` = number
+  of entries strictly below, ``last`` = number of entries <= it minus 1. One sort (with the
+  positions as payload), the tie groups by a cumulative max / reverse cumulative min over the
+  sorted values, and a scatter back (no searchsorted).
+  NaN entries sort last (as +inf) and must be masked by the caller.
+  """
+  x = jnp.where(jnp.isnan(x), jnp.inf, x)
+  lead, d = x.shape[:-1], x.shape[-1]
+  flat = x.reshape(-1, d)
+  b = flat.shape[0]
+  pos = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32), (b, d))
+  srt, perm = jax.lax.sort((flat, pos), dimension=1, num_keys=1)
+  change = srt[:, 1:] != srt[:, :-1]                                    # [b, d-1]
+  starts = jnp.concatenate([jnp.ones((b, 1), bool), change], axis=1)
+  ends = jnp.concatenate([change, jnp.ones((b, 1), bool)], axis=1)
+  first = jax.lax.cummax(jnp.where(starts, pos, 0), axis=1)
+  last = jax.lax.cummin(jnp.where(ends, pos, d - 1), axis=1, reverse=True)
+  rows = jnp.arange(b, dtype=jnp.int32)[:, None]
+  both = jnp.zeros((b, d, 2), jnp.int32).at[rows, perm].set(jnp.stack([first, last], -1),
+                                                            unique_indices=True)
+  return both[..., 0].reshape(lead + (d,)), both[..., 1].reshape(lead + (d,))
 
 
 # ----------------------------------------------------------------------------------------------

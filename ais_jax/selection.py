@@ -243,10 +243,11 @@ def _sim_upper(emb, cfg):
   """Embeddings ``[..., n, D]`` -> similarity upper triangles ``[..., P]`` (float64)."""
   e = emb.astype(jnp.float64)
   if cfg.similarity == "spearman":
-    # Pearson of the average-tie ranks (one sort: ais._average_ranks, equal to rsa.rankdata);
-    # the undefined rule applies to the values, as rsa.similarity_matrix does.
+    # Pearson of the average-tie ranks; the undefined rule applies to the values, as
+    # rsa.similarity_matrix does.
     bad = rsa.is_constant.kernel(e, axis=-1, dtype=jnp.float64)
-    s = rsa.similarity_matrix.kernel(ais_lib._average_ranks(e), kind="pearson", dtype=jnp.float64)
+    ranks = rsa.rankdata.kernel(e, axis=-1, dtype=jnp.float64)
+    s = rsa.similarity_matrix.kernel(ranks, kind="pearson", dtype=jnp.float64)
     return _upper(jnp.where(bad[..., :, None] | bad[..., None, :], jnp.nan, s))
   return _upper(rsa.similarity_matrix.kernel(e, kind=cfg.similarity, dtype=jnp.float64))
 
