@@ -52,12 +52,18 @@ def match_scores(heatmaps_a: Any, heatmaps_b: Any, *, size: Sequence[int] | None
     if a.shape != b.shape:
       raise ValueError(f"heatmap resolutions differ ({a.shape[1:]} vs {b.shape[1:]}): pass size=(H, W), "
                        "normally the image size, to upsample both before correlating")
-  else:
+  n = a.shape[0]
+  # Whether a map is constant is decided on the maps as given: bilinear interpolation of a
+  # constant map is constant in exact arithmetic, but float32 upsampling adds ~1e-8 relative
+  # noise that the 1e-12 rule would read as signal (a constant map then got a finite score).
+  constant = (np.asarray(rsa.is_constant(a.reshape(n, -1).astype(np.float64)))
+              | np.asarray(rsa.is_constant(b.reshape(n, -1).astype(np.float64))))
+  if size is not None:
     a = np.asarray(heatmaps_lib.upsample(a.astype(np.float32), size))
     b = np.asarray(heatmaps_lib.upsample(b.astype(np.float32), size))
-  n = a.shape[0]
-  return np.asarray(rsa.correlation(a.reshape(n, -1).astype(np.float64),
-                                    b.reshape(n, -1).astype(np.float64), kind="pearson"))
+  scores = np.asarray(rsa.correlation(a.reshape(n, -1).astype(np.float64),
+                                      b.reshape(n, -1).astype(np.float64), kind="pearson"))
+  return np.where(constant, np.nan, scores)
 
 
 def count_undefined(values: Any) -> int:

@@ -39,6 +39,18 @@ def test_match_scores_against_numpy_corrcoef():
   np.testing.assert_allclose(same[[0, 1, 2, 3, 5]], 1.0, atol=1e-12)
 
 
+@pytest.mark.parametrize("constant_side", ["a", "b"])
+def test_match_score_of_a_constant_map_is_undefined_at_image_resolution(constant_side):
+  # Regression (issue 19): a constant 0.3 map at 7x7 upsampled in float32 to 224x224 picks up
+  # ~2e-8 of rounding noise, which correlated to a finite score (0.054) instead of NaN.
+  rng = np.random.default_rng(3)
+  varied = rng.random((3, 7, 7))
+  flat = np.full((3, 7, 7), 0.3)
+  a, b = (flat, varied) if constant_side == "a" else (varied, flat)
+  got = aim2.match_scores(a, b, size=(224, 224))
+  assert np.isnan(got).all(), got
+
+
 def test_empirical_cdf():
   cdf = aim2.empirical_cdf([0.5, np.nan, -0.2, 0.5, 0.9])
   np.testing.assert_array_equal(cdf["x"], [-0.2, 0.5, 0.5, 0.9])
