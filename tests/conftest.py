@@ -1,6 +1,14 @@
 import os
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis: CI replays the same examples every run (derandomised, so a red CI is reproducible
+# and a green one is not luck); locally the default profile searches new examples and keeps the
+# counterexamples it finds in .hypothesis/ (git-ignored), replaying them first on the next run.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("AIS_JAX_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
