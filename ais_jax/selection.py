@@ -103,6 +103,78 @@ def image_folds(n: int, *, folds: int = 5, seeds: int = 8, seed: int = 0) -> lis
   return out
 
 
+MIN_TEST_IMAGES = 4     # default --min_test_images: 4 images = 6 pairs per test set
+FEW_TEST_PAIRS = 15     # a test score over fewer pairs than this gets a warning
+
+
+def plan_folds(n_images: int, folds: int,
+               min_test_images: int = MIN_TEST_IMAGES) -> tuple[int, Optional[str]]:
+  """The image folds to use so that every test set has at least ``min_test_images`` images.
+
+  :func:`image_folds` splits ``n_images`` into ``folds`` parts of ``n // folds`` or
+  ``n // folds + 1`` images. When the smaller part would hold fewer than ``min_test_images``,
+  the folds are reduced to ``max(2, n_images // min_test_images)``.
+
+  Returns:
+    ``(folds_used, message)``: ``message`` says what was reduced and why (None when ``folds``
+    is used as requested).
+
+  Raises:
+    UserInputError: ``min_test_images < 2`` (a test set of one image has no pair), ``folds < 2``,
+      or ``n_images < 2 * min_test_images`` (two folds of that size do not fit).
+  """
+  from ais_jax.errors import UserInputError
+  if min_test_images < 2:
+    raise UserInputError("--min_test_images", f"{min_test_images}: a test set needs at least "
+                         "2 images (1 pair); use 4 or more for a usable test score")
+  if folds < 2:
+    raise UserInputError("--folds", f"{folds}: cross-validation needs at least 2 folds")
+  if n_images < 2 * min_test_images:
+    raise UserInputError(
+        "--images", f"{n_images} images are too few for cross-validated selection: 2 folds "
+        f"with at least --min_test_images={min_test_images} test images each need "
+        f"{2 * min_test_images}; add images or lower --min_test_images (test scores over "
+        "fewer images are unreliable)")
+  if n_images // folds >= min_test_images:
+    return folds, None
+  used = max(2, n_images // min_test_images)
+  smallest = n_images // used
+  return used, (f"selection: {folds} folds of {n_images} images would leave "
+                f"{n_images // folds} test images in a split (< --min_test_images="
+                f"{min_test_images}); using {used} folds (test sets of {smallest}"
+                f"{'' if n_images % used == 0 else f'-{smallest + 1}'} images)")
+
+
+def split_usage(test_full, test_retained, test_masks,
+                few_pairs: int = FEW_TEST_PAIRS) -> dict:
+  """Which splits the means and tests use, and how many test pairs they rest on.
+
+  Args:
+    test_full, test_retained: ``[S]`` test scores (NaN = undefined).
+    test_masks: ``[S, P]`` bool test pair masks.
+
+  Returns:
+    ``{"used", "dropped", "min_test_pairs", "warning"}``: ``used`` splits have both test
+    scores defined (the others are dropped from the means and the paired tests);
+    ``min_test_pairs`` is the fewest test pairs of a used split (None when none is used);
+    ``warning`` a sentence when that is below ``few_pairs`` or a split was dropped, else None.
+  """
+  full = np.asarray(test_full, np.float64)
+  ok = ~np.isnan(full) & ~np.isnan(np.asarray(test_retained, np.float64))
+  pairs = np.asarray(test_masks).sum(axis=-1)
+  used, dropped = int(ok.sum()), int((~ok).sum())
+  fewest = int(pairs[ok].min()) if used else None
+  notes = []
+  if dropped:
+    notes.append(f"{dropped} of {full.size} splits have an undefined test score and are "
+                 "dropped from the means")
+  if fewest is not None and fewest < few_pairs:
+    notes.append(f"test scores rest on as few as {fewest} pairs per split (< {few_pairs}): "
+                 "treat them as rough")
+  return {"used": used, "dropped": dropped, "min_test_pairs": fewest,
+          "warning": "; ".join(notes) or None}
+
+
 def image_split_masks(human, test_indices: Sequence[Sequence[int]]):
   """Pair masks over the strict upper triangle for image splits.
 
@@ -657,13 +729,17 @@ def summarize(result: SelectionResult, *, alternative: str = "two-sided") -> dic
   order against the random-order control (retained vs random retained, random averaged over the
   random orders of a split). Loftus-Masson errors use the splits as subjects.
   """
+  import warnings
   from ais_jax import stats
-  out = {
-      "mean_test_full": float(np.nanmean(result.test_full)),
-      "mean_test_retained": float(np.nanmean(result.test_retained)),
-      "mean_m_star": stats.mean_retained_size(result.m_star),
-      "n_splits": int(result.m_star.size),
-  }
+  with warnings.catch_warnings():  # all-NaN means are NaN, without numpy's "Mean of empty slice"
+    warnings.simplefilter("ignore", RuntimeWarning)
+    out = {
+        "mean_test_full": float(np.nanmean(result.test_full)),
+        "mean_test_retained": float(np.nanmean(result.test_retained)),
+        "mean_m_star": stats.mean_retained_size(result.m_star),
+        "n_splits": int(result.m_star.size),
+        "split_usage": split_usage(result.test_full, result.test_retained, result.test_masks),
+    }
   tests = {}
   pair = np.stack([result.test_full, result.test_retained], axis=1)
   try:
@@ -678,9 +754,10 @@ def summarize(result: SelectionResult, *, alternative: str = "two-sided") -> dic
   except ValueError as e:  # fewer than 2 defined splits
     tests["retained_vs_full_error"] = str(e)
   if result.random_test_retained.size:
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
       rand = np.nanmean(result.random_test_retained, axis=1)
-    out["mean_test_random_retained"] = float(np.nanmean(rand))
+      out["mean_test_random_retained"] = float(np.nanmean(rand))
     out["mean_random_m_star"] = stats.mean_retained_size(result.random_m_star)
     try:
       lm = stats.loftus_masson_se(np.stack([result.test_full, rand], axis=1))

@@ -47,6 +47,10 @@ _define(flags.DEFINE_integer, "folds", 5, "Image folds per seed (test set = one 
 _define(flags.DEFINE_integer, "seeds", 8, "Seeds: permutations numpy.random.default_rng(s), s = "
         "seed .. seed + seeds - 1.", lower_bound=1)
 _define(flags.DEFINE_integer, "seed", 0, "First seed (also seeds the random-order control).")
+_define(flags.DEFINE_integer, "min_test_images", 4, "Fewest test images per split (4 images = "
+        "6 pairs): when --folds would give smaller test sets, the folds are reduced to "
+        "n // min_test_images (at least 2); fewer than 2 x min_test_images images is an error.",
+        lower_bound=2)
 _define(flags.DEFINE_integer, "random_orders", 1, "Random map orders per split for the chance "
         "control (0: none).", lower_bound=0)
 _define(flags.DEFINE_bool, "pair_split", False, "Split human pairs (--test_fraction test) instead "
@@ -62,7 +66,7 @@ _define(flags.DEFINE_string, "label", "", "Run label for figures (default: the a
 
 FLAG_NAMES = ("arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
-              "memory_budget_gb", "folds", "seeds", "seed", "random_orders", "pair_split",
+              "memory_budget_gb", "folds", "min_test_images", "seeds", "seed", "random_orders", "pair_split",
               "test_fraction", "alternative", "maps", "label", "overwrite", "progress", "out")
 
 
@@ -107,11 +111,16 @@ def main(argv):
   if FLAGS.comparison == "spearman" and not FLAGS["cohort_score"].present:
     score = "r"
   head, maps, human, spec = _load_inputs(report)
+  folds = FLAGS.folds
+  if not FLAGS.pair_split:
+    folds, message = selection.plan_folds(maps.shape[0], FLAGS.folds, FLAGS.min_test_images)
+    if message:
+      print(message, file=sys.stderr)
   report(f"selection: {maps.shape[0]} images x {maps.shape[-1]} maps, "
-         f"{'pair splits' if FLAGS.pair_split else f'{FLAGS.folds} folds'} x {FLAGS.seeds} seeds")
+         f"{'pair splits' if FLAGS.pair_split else f'{folds} folds'} x {FLAGS.seeds} seeds")
   try:
     result = selection.select_maps(
-        head, maps, human, folds=FLAGS.folds, seeds=FLAGS.seeds, seed=FLAGS.seed,
+        head, maps, human, folds=folds, seeds=FLAGS.seeds, seed=FLAGS.seed,
         pair_split=FLAGS.pair_split, test_fraction=FLAGS.test_fraction, score=score,
         similarity=FLAGS.similarity, comparison=FLAGS.comparison, precision=FLAGS.precision,
         random_orders=FLAGS.random_orders, memory_budget_gb=FLAGS.memory_budget_gb)
@@ -124,6 +133,11 @@ def main(argv):
            "flags": _common.flag_values(FLAG_NAMES), "model": spec.metadata()}
   selection_outputs.write_outputs(FLAGS.out, result, summary, label=FLAGS.label or spec.name,
                                   extra=extra)
+  usage = summary["split_usage"]
+  print(f"selection: {usage['used']} of {result.m_star.size} splits used, {usage['dropped']} "
+        f"dropped; fewest test pairs in a used split: {usage['min_test_pairs']}", file=sys.stderr)
+  if usage["warning"]:
+    print(f"warning: {usage['warning']}", file=sys.stderr)
   t = summary["tests"]
   p = t.get("retained_vs_full_paired", {}).get("pvalue", float("nan"))
   pc = t.get("retained_vs_full_corrected", {}).get("pvalue", float("nan"))

@@ -105,14 +105,26 @@ def write_outputs(out: str, result, summary: Mapping[str, Any], *, label: str,
            random_test_curves=result.random_test_curves, train_masks=result.train_masks,
            test_masks=result.test_masks)
   paths.append(arrays_path)
+  counts = split_counts_text(summary, result.m_star.size)
   paths += selection_figure.selection_bars(
       {label: selection_figure.group_from_cv(cv)}, os.path.join(out, "selection.png"),
-      score_label=score_label(result.settings["score"]))
-  paths += selection_curves(result, os.path.join(out, "selection_curves.png"))
+      score_label=score_label(result.settings["score"]),
+      title=f"Held-out agreement: all maps vs AIS-selected maps ({counts}; "
+            "error bars: Loftus-Masson SE)")
+  paths += selection_curves(result, os.path.join(out, "selection_curves.png"), counts=counts)
   return cv, paths
 
 
-def selection_curves(result, out_png: str) -> list[str]:
+def split_counts_text(summary: Mapping[str, Any], n_splits: int) -> str:
+  """'mean over 24 splits, 16 dropped (undefined test score)' from ``summary["split_usage"]``."""
+  usage = summary.get("split_usage") or {"used": n_splits, "dropped": 0}
+  text = f"mean over {usage['used']} splits"
+  if usage["dropped"]:
+    text += f", {usage['dropped']} dropped (undefined test score)"
+  return text
+
+
+def selection_curves(result, out_png: str, *, counts: Optional[str] = None) -> list[str]:
   """Mean train/test curves over m (AIS order) and the random-order test curve (+ ``.csv``)."""
   from matplotlib.figure import Figure
   m = np.arange(1, result.test_curves.shape[1] + 1)
@@ -129,7 +141,7 @@ def selection_curves(result, out_png: str) -> list[str]:
   ax.set_xlabel("maps kept (first m)")
   ax.set_ylabel(result.settings["score"])
   ax.legend(fontsize=7)
-  ax.set_title(f"mean over {result.m_star.size} splits", fontsize=9)
+  ax.set_title(counts or f"mean over {result.m_star.size} splits", fontsize=9)
   fig.tight_layout()
   fig.savefig(out_png, dpi=110)
   csv_path = files_lib.write_csv(out_png[:-4] + ".csv",
