@@ -1,0 +1,55 @@
+"""AIS heatmaps vs saliency (Aim 3) in the report: ``ais_jax.report.saliency_report.compare`` into
+``<out>/saliency`` (the files of ``experiments.saliency``) and its report section."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+from ais_jax.report import index
+
+
+def maps(cohort, config, report) -> Optional[list]:
+  """The saliency maps at image resolution (None when ``--saliency`` is '' or 'none')."""
+  from ais_jax.report import saliency_report
+  if config.saliency in saliency_report.NO_SALIENCY:
+    return None
+  report(f"saliency: {config.saliency} on {len(cohort.names)} images")
+  return saliency_report.saliency_maps(cohort.images, cohort.names, config.saliency)
+
+
+def analyse(model, cohort, sal_maps: list, config, out_dir: str, examples: Sequence[int], *,
+            command: Optional[Sequence[str]] = None) -> dict:
+  """``saliency_report.compare`` for the main model into ``<out>/saliency``."""
+  from ais_jax.report import saliency_report
+  sdir = os.path.join(out_dir, "saliency")
+  result = saliency_report.compare(cohort.images, model.run.heatmaps, cohort.names, cohort.groups,
+                                   sdir, saliency=config.saliency, maps=sal_maps,
+                                   index=list(examples)[:8], ais_run=model.folder,
+                                   command=command)
+  files = result["files"] + ["saliency_summary.json"]
+  return {"saliency": config.saliency, "rows": result["rr_table"],
+          "all_images": result["rr_all_images"], "undefined": result["rr_undefined"],
+          "files": [os.path.relpath(os.path.join(sdir, p), out_dir) for p in files]}
+
+
+def section(saliency: dict) -> index.Section:
+  """The "AIS heatmaps vs saliency" report section for :func:`analyse`'s result."""
+  rows = [[r["dataset"], r["top"], r["mean"], r["sd"], r["n"], r["n_undefined"],
+           r["undefined_reasons"]] for r in saliency["rows"]]
+  return index.Section("AIS heatmaps vs saliency", [
+      index.Figure("saliency/pr_curves.png", "Precision-recall of saliency against AIS targets",
+                   "Target = the top pixels of the AIS heatmap (one panel per threshold); each "
+                   "curve traces saliency thresholds; curves near the dashed chance line mean "
+                   "saliency does not predict where the AIS heatmap is high.",
+                   data=["saliency/pr_curves.csv"]),
+      index.Figure("saliency/contours.png", "AIS (red) and saliency (blue) contours",
+                   "Contours of the top 5/10/15% pixels of each map (thicker = smaller set) with "
+                   "the relative risk printed on each image.", data=["saliency/contours.json"]),
+      index.Table("Relative risk (the paper's Table 1)",
+                  ["dataset", "top %", "mean RR", "sd", "images", "undefined", "why undefined"],
+                  rows, "RR = P(top AIS pixel | salient) / P(top AIS pixel | not salient); 1 = "
+                  "saliency says nothing about the AIS map, above 1 = they overlap.",
+                  data=["saliency/rr_table.csv", "saliency/rr_table.md",
+                        "saliency/rr_per_image.csv"]),
+  ])
