@@ -126,7 +126,7 @@ def correlate(x: Any, y: Any) -> dict:
   xs, ys = x[ok], y[ok]
   out = {"n": int(ok.sum()), "n_excluded": int((~ok).sum()), "pearson_r": float("nan"),
          "pearson_p": float("nan"), "spearman_rho": float("nan"), "spearman_p": float("nan")}
-  if xs.size >= 3 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
+  if xs.size >= 3 and not (bool(rsa.is_constant(xs)) or bool(rsa.is_constant(ys))):
     r = scipy.stats.pearsonr(xs, ys)
     s = scipy.stats.spearmanr(xs, ys)
     out.update(pearson_r=float(r.statistic), pearson_p=float(r.pvalue),
