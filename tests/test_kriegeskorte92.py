@@ -18,6 +18,26 @@ def test_load_shapes_and_similarity(k92):
   assert len(set(k92.image_names)) == 92
 
 
+def test_loader_against_the_raw_mat_entries(k92):
+  """Each array the loader returns against the .mat structs read without simplify_cells."""
+  import scipy.io
+  stimuli = scipy.io.loadmat(os.path.join(K92_DIR, kriegeskorte92.STIMULI_FILE))["stimuli_92objs"]
+  behaviour = scipy.io.loadmat(os.path.join(K92_DIR, kriegeskorte92.JUDGMENTS_FILE))["rdms_behav_92"]
+  assert stimuli.shape == (1, 92) and behaviour.shape == (1, 16)
+  for i in (0, 11, 12, 47, 68, 91):
+    np.testing.assert_array_equal(k92.images[i], stimuli[0, i]["image"])
+    assert k92.category_names[k92.categories[i]] == str(stimuli[0, i]["category"][0])
+  raw = np.stack([behaviour[0, s]["RDM"].astype(np.float64) for s in range(16)])
+  np.testing.assert_array_equal(k92.subject_dissimilarity, raw)
+  # The documented conversion S = -mean_s D_s, entry by entry from the raw numbers.
+  assert k92.similarity[3, 70] == pytest.approx(-sum(raw[s, 3, 70] for s in range(16)) / 16,
+                                                rel=1e-15)
+  labels = [str(stimuli[0, i]["category"][0]) for i in range(92)]
+  assert [labels.count(c) for c in ("human bodypart", "human face", "nonhuman bodypart",
+                                    "nonhuman face", "natural inanimate",
+                                    "artificial inanimate")] == [12, 12, 12, 12, 23, 21]
+
+
 def test_download_checks_sha256(tmp_path, monkeypatch):
   monkeypatch.setattr(kriegeskorte92, "URL", "file://" + os.path.abspath(K92_DIR) + "/{}")
   dst = tmp_path / "k92"
