@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from convert import tables
 from convert.core import convert_state_dict
 from convert.vgg import RULES, to_numpy  # same key scheme: features.N / classifier.N
 
@@ -22,3 +23,6 @@ def convert(state_dict: Mapping[str, Any], num_classes: int = 1000) -> dict[str,
   abstract = models.abstract_variables(spec, num_classes=num_classes)
   return convert_state_dict(to_numpy(state_dict), RULES, abstract,
                             arch=f"alexnet ({num_classes} classes)")
+
+
+tables.register("alexnet", convert)

@@ -6,8 +6,10 @@ is the whole converter; convert.core checks every key and shape against the mode
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Optional
 
+from convert import tables
 from convert.core import Rule, convert_state_dict
 
 _BLOCK = r"_blocks\.(\d+)\.(_expand_conv|_depthwise_conv|_project_conv)"
@@ -57,3 +59,7 @@ def convert(state_dict: Mapping[str, Any], num_classes: Optional[int] = 1000, *,
     raise ValueError(f"arch {arch!r} is a {spec.family!r} model, not efficientnet_lite")
   return convert_state_dict(state_dict, RULES, models.abstract_variables(spec, num_classes),
                             arch=arch)
+
+
+for _arch in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+  tables.register(_arch, functools.partial(convert, arch=_arch))

@@ -8,11 +8,13 @@ BatchNorm: ``weight``/``bias`` -> ``params/.../scale``/``bias``, ``running_mean`
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 
+from convert import tables
 from convert.core import Rule, convert_state_dict
 from convert.vgg import to_numpy
 
@@ -69,3 +71,7 @@ def convert(state_dict: Mapping[str, Any], num_classes: Optional[int] = 1000, *,
   abstract = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
   label = f"{arch} ({num_classes} classes)" if num_classes else f"{arch} (no fc)"
   return convert_state_dict(to_numpy(state_dict), RULES, abstract, arch=label)
+
+
+for _arch in ARCHS:
+  tables.register(_arch, functools.partial(convert, arch=_arch))

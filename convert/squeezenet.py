@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from convert import tables
 from convert.core import Rule, convert_state_dict
 from convert.vgg import to_numpy
 
@@ -32,3 +33,6 @@ def convert(state_dict: Mapping[str, Any], num_classes: int = 1000) -> dict[str,
   abstract = models.abstract_variables(spec, num_classes=num_classes)
   return convert_state_dict(to_numpy(state_dict), RULES, abstract,
                             arch=f"squeezenet1_1 ({num_classes} classes)")
+
+
+tables.register("squeezenet1_1", convert)

@@ -8,10 +8,12 @@ PyTorch's ``(K, h, w)`` order before fc6, exactly as torch does.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import numpy as np
 
+from convert import tables
 from convert.core import Rule, convert_state_dict
 
 RULES = (
@@ -46,6 +48,10 @@ def convert(state_dict: Mapping[str, Any], num_classes: int = 1000, *,
   abstract = models.abstract_variables(spec, num_classes=num_classes)
   return convert_state_dict(to_numpy(state_dict), RULES, abstract,
                             arch=f"{arch} ({num_classes} classes)")
+
+
+for _arch in ARCHS:
+  tables.register(_arch, functools.partial(convert, arch=_arch))
 
 
 def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 
 from ais_jax import models
 from ais_jax.io import checkpoints
-from convert import core
+from convert import core, tables
 
 TINY = "tiny_convnet_test"
 TINY_CLASSES = 3
@@ -72,7 +72,8 @@ def _register_tiny():
         name=TINY, family="test", build=lambda num_classes=TINY_CLASSES: TinyConvNet(num_classes),
         num_maps=6, embedding_dim=6, input_size=8, map_size=4, normalization="imagenet",
         resize="square", ablation_layer="bn1 + ReLU", embedding_layer="mean pool",
-        pooled_head=True, num_classes=TINY_CLASSES, convert=_tiny_convert))
+        pooled_head=True, num_classes=TINY_CLASSES))
+    tables.register(TINY, _tiny_convert)
   return models.get(TINY)
 
 
@@ -129,7 +130,7 @@ def tiny_file(tmp_path_factory):
 def test_round_trip_is_bit_identical_and_matches_torch(tiny_file, tmp_path):
   from ais_jax.io import pth
   net, path = tiny_file
-  converted = TINY_SPEC.convert(pth.load_state_dict(path), TINY_CLASSES)
+  converted = tables.get(TINY)(pth.load_state_dict(path), TINY_CLASSES)
   directory = checkpoints.save_checkpoint(
       tmp_path / "ckpt", converted,
       {"arch": TINY, "num_classes": TINY_CLASSES, "source_file": "tiny.pth"})
@@ -151,7 +152,7 @@ def test_round_trip_is_bit_identical_and_matches_torch(tiny_file, tmp_path):
 def test_arch_and_shape_mismatches_are_refused(tiny_file, tmp_path):
   from ais_jax.io import pth
   _, path = tiny_file
-  converted = TINY_SPEC.convert(pth.load_state_dict(path), TINY_CLASSES)
+  converted = tables.get(TINY)(pth.load_state_dict(path), TINY_CLASSES)
   directory = checkpoints.save_checkpoint(tmp_path / "c", converted,
                                           {"arch": TINY, "num_classes": TINY_CLASSES})
   with pytest.raises(ValueError, match=f"holds weights for '{TINY}', but 'vgg16' was requested"):
@@ -169,7 +170,7 @@ def test_save_is_atomic_and_does_not_clobber(tiny_file, tmp_path, monkeypatch):
   import orbax.checkpoint as ocp
   from ais_jax.io import pth
   _, path = tiny_file
-  converted = TINY_SPEC.convert(pth.load_state_dict(path), TINY_CLASSES)
+  converted = tables.get(TINY)(pth.load_state_dict(path), TINY_CLASSES)
   record = {"arch": TINY, "num_classes": TINY_CLASSES}
   target = tmp_path / "ckpt"
   checkpoints.save_checkpoint(target, converted, record)
@@ -204,7 +205,7 @@ def test_save_validates_inputs(tmp_path):
 def test_provenance_file_is_plain_json(tiny_file, tmp_path):
   from ais_jax.io import pth
   _, path = tiny_file
-  converted = TINY_SPEC.convert(pth.load_state_dict(path), TINY_CLASSES)
+  converted = tables.get(TINY)(pth.load_state_dict(path), TINY_CLASSES)
   directory = checkpoints.save_checkpoint(tmp_path / "c", converted,
                                           {"arch": TINY, "num_classes": TINY_CLASSES,
                                            "normalization": "imagenet"})

@@ -22,7 +22,7 @@ import test_checkpoints as tiny  # pylint: disable=g-import-not-at-top,wrong-imp
 
 from ais_jax import models
 from ais_jax.io import checkpoints, weights
-from convert import core
+from convert import core, tables
 from weights import registry
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +57,7 @@ def test_missing_extra_and_misshaped_keys_are_named(tiny_sd):
   sd["classifier.weight"] = np.zeros((3, 6), np.float32)
   sd["conv1.weight"] = np.zeros((6, 4, 5, 5), np.float32)
   with pytest.raises(core.ConversionError) as info:
-    tiny.TINY_SPEC.convert(sd, tiny.TINY_CLASSES)
+    tables.get(tiny.TINY)(sd, tiny.TINY_CLASSES)
   message = str(info.value)
   assert tiny.TINY in message
   assert "missing in checkpoint (1): batch_stats/bn1/var (6,)" in message
@@ -68,13 +68,13 @@ def test_missing_extra_and_misshaped_keys_are_named(tiny_sd):
 
 def test_wrong_num_classes_is_named(tiny_sd):
   with pytest.raises(core.ConversionError, match=r"fc\.weight -> params/fc/kernel.*\(6, 5\)"):
-    tiny.TINY_SPEC.convert(tiny_sd, 5)
+    tables.get(tiny.TINY)(tiny_sd, 5)
 
 
 def test_convert_file_from_pth_and_safetensors(tiny_pth, tiny_sd, tmp_path):
   directory = weights.convert_file(tiny_pth, tmp_path / "a", arch=tiny.TINY)
   variables, record = checkpoints.load_checkpoint(directory)
-  expected = tiny.TINY_SPEC.convert(tiny_sd, tiny.TINY_CLASSES)
+  expected = tables.get(tiny.TINY)(tiny_sd, tiny.TINY_CLASSES)
   tiny.assert_trees_bit_identical(variables, expected)
   assert record["source_sha256"] == hashlib.sha256(open(tiny_pth, "rb").read()).hexdigest()
   assert record["source_file"] == "tiny.pth" and record["num_classes"] == tiny.TINY_CLASSES
@@ -101,7 +101,7 @@ def test_convert_file_from_pth_and_safetensors(tiny_pth, tiny_sd, tmp_path):
 def test_convert_file_refuses_arch_without_converter(tiny_pth, tmp_path):
   name = "tiny_convnet_noconvert_test"
   if name not in models.names():
-    models.register(dataclasses.replace(tiny.TINY_SPEC, name=name, convert=None))
+    models.register(dataclasses.replace(tiny.TINY_SPEC, name=name))  # no table registered
   with pytest.raises(ValueError, match="has no PyTorch converter"):
     weights.convert_file(tiny_pth, tmp_path / "x", arch=name)
   assert not (tmp_path / "x").exists()
@@ -128,7 +128,7 @@ def test_fetch_downloads_verifies_converts_and_caches(tiny_pth, tiny_sd, home):
   assert directory == str(home / entry.name)
   assert (home / "downloads" / entry.file_name).read_bytes() == open(tiny_pth, "rb").read()
   variables, record = checkpoints.load_checkpoint(directory)
-  tiny.assert_trees_bit_identical(variables, tiny.TINY_SPEC.convert(tiny_sd, tiny.TINY_CLASSES))
+  tiny.assert_trees_bit_identical(variables, tables.get(tiny.TINY)(tiny_sd, tiny.TINY_CLASSES))
   assert record["weights_name"] == entry.name and record["source_url"] == entry.url
   assert any("verified" in line for line in lines)
   lines.clear()
@@ -249,5 +249,5 @@ def test_torch_to_flax_cli(tiny_pth, tiny_sd, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"-> {dst}" in out.stdout
   variables, record = checkpoints.load_checkpoint(dst, expected_arch=tiny.TINY)
-  tiny.assert_trees_bit_identical(variables, tiny.TINY_SPEC.convert(tiny_sd, tiny.TINY_CLASSES))
+  tiny.assert_trees_bit_identical(variables, tables.get(tiny.TINY)(tiny_sd, tiny.TINY_CLASSES))
   assert record["source_file"] == "tiny.pth"

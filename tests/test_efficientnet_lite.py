@@ -27,6 +27,7 @@ from ais_jax import models
 from ais_jax.io import images as image_io
 from ais_jax.io import pth
 from convert import efficientnet_lite as lite_converter
+from convert import tables
 from convert.core import ConversionError
 
 FULL = os.environ.get("AIS_JAX_FULL_PARITY", "") not in ("", "0")
@@ -42,7 +43,7 @@ def _weights_path(index: int) -> str:
 @functools.lru_cache(maxsize=None)
 def _flax_variables(index: int):
   spec = models.get(f"efficientnet_lite{index}")
-  return spec.convert(pth.load_state_dict(_weights_path(index)), 1000)
+  return tables.get(spec.name)(pth.load_state_dict(_weights_path(index)), 1000)
 
 
 def _torch_model(index: int):

@@ -7,6 +7,7 @@ import torchvision
 
 import lpips as lpips_torch
 from ais_jax import lpips, models
+from convert import tables
 
 TORCHVISION = {"alex": torchvision.models.alexnet, "squeeze": torchvision.models.squeezenet1_1,
                "vgg": torchvision.models.vgg16}
@@ -48,7 +49,7 @@ def test_lpips_matches_the_lpips_package(net, images):
         if i != j:
           want[i, j] = float(reference(x[i:i + 1], x[j:j + 1]))
   spec = models.get(lpips.NETS[net].arch)
-  variables = spec.convert({k: v.numpy() for k, v in backbone.state_dict().items()})
+  variables = tables.get(spec.name)({k: v.numpy() for k, v in backbone.state_dict().items()}, 1000)
   got = lpips.cohort_distances(images, net, variables, batch_size=2)
   # The linear layers were read by the torch-free reader from the same files lpips loads.
   linear_torch = [m.model[1].weight.detach().numpy().reshape(-1) for m in reference.lins]

@@ -19,6 +19,7 @@ import torch
 import torchvision
 
 from ais_jax import models
+from convert import tables
 
 TAP_TOL = 1e-5   # max |jax - torch| <= TAP_TOL x max |torch|, per tap
 TOL = 1e-4
@@ -81,7 +82,7 @@ def nets():
       net = _torchvision(arch)
       sd = {k: v.numpy() for k, v in net.state_dict().items()}
       spec = models.get(arch)
-      cache[arch] = (net, spec, spec.build(num_classes=1000), spec.convert(sd, 1000))
+      cache[arch] = (net, spec, spec.build(num_classes=1000), tables.get(arch)(sd, 1000))
     return cache[arch]
   return get
 

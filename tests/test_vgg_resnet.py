@@ -20,6 +20,7 @@ import torchvision
 
 from ais_jax import models
 from ais_jax.models import vgg as vgg_lib
+from convert import tables
 from convert.core import ConversionError
 
 TOL = 1e-4
@@ -115,7 +116,7 @@ class Parity:
     self.net = _torch_model(arch, num_classes)
     self.state_dict = {k: v.numpy() for k, v in self.net.state_dict().items()}
     self.spec = models.get(arch)
-    self.variables = self.spec.convert(self.state_dict, num_classes)
+    self.variables = tables.get(self.spec.name)(self.state_dict, num_classes)
     self.module = self.spec.build(num_classes=num_classes)
     self.x = _inputs(size)
     self.jax_out = _forward(self.module)(self.variables, self.x)
@@ -256,15 +257,15 @@ def test_adaptive_avg_pool_matches_torch():
 def test_conversion_errors_name_the_problem(parity):
   sd = parity("barlowtwins_resnet50").state_dict
   with pytest.raises(ConversionError, match="fc"):
-    models.get("resnet50").convert(sd, 1000)          # a Barlow checkpoint has no fc
+    tables.get("resnet50")(sd, 1000)          # a Barlow checkpoint has no fc
   sd_fc = parity("resnet50").state_dict
   with pytest.raises(ConversionError, match="fc.weight"):
-    models.get("resnet50").convert(sd_fc, None)
+    tables.get("resnet50")(sd_fc, None)
   with pytest.raises(ConversionError, match=r"wrong shape .*layer1\.0\.conv2\.weight"):
-    models.get("resnext50_32x4d").convert(sd_fc, 1000)  # resnet50 weights for a ResNeXt
+    tables.get("resnext50_32x4d")(sd_fc, 1000)  # resnet50 weights for a ResNeXt
   vgg_sd = parity("vgg16").state_dict
   with pytest.raises(ConversionError, match="classifier_6"):
-    models.get("vgg16").convert(vgg_sd, 565)             # ImageNet fc8 for an Ecoset model
+    tables.get("vgg16")(vgg_sd, 565)             # ImageNet fc8 for an Ecoset model
 
 
 def test_pth_file_round_trip(parity, tmp_path):
@@ -273,7 +274,7 @@ def test_pth_file_round_trip(parity, tmp_path):
   p = parity("barlowtwins_resnet50")
   path = os.path.join(tmp_path, "barlow_resnet50.pth")
   torch.save(p.net.state_dict(), path)
-  variables = p.spec.convert(pth.load_state_dict(path), None)
+  variables = tables.get(p.spec.name)(pth.load_state_dict(path), None)
   flat_a = jax.tree_util.tree_leaves_with_path(variables)
   flat_b = dict(jax.tree_util.tree_leaves_with_path(p.variables))
   assert len(flat_a) == len(flat_b)

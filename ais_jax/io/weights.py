@@ -80,7 +80,7 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, arch: str,
   Args:
     src: ``.pth``/``.pt`` (zip or legacy) or ``.safetensors`` file.
     dst: checkpoint directory to create.
-    arch: ``ais_jax.models`` name; its spec's ``convert`` maps the keys.
+    arch: ``ais_jax.models`` name; the table ``convert.tables.get(arch)`` maps the keys.
     num_classes: classifier size in the file (None: the architecture's default; 0: none).
     provenance: extra fields for the record (e.g. 'weights_name', 'source_url').
     overwrite: replace an existing ``dst``.
@@ -90,14 +90,14 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike, *, arch: str,
     The absolute checkpoint directory.
   """
   from ais_jax import models  # pylint: disable=g-import-not-at-top
+  from convert import tables  # pylint: disable=g-import-not-at-top  (convert/ -> models, one way)
   spec = models.get(arch)
-  if spec.convert is None:
-    raise ValueError(f"architecture {arch!r} has no PyTorch converter (ModelSpec.convert is None)")
+  converter = tables.get(arch)  # ValueError when the architecture has no PyTorch converter
   if num_classes is None:
     num_classes = spec.num_classes
   src = os.fspath(src)
   state_dict = pth.load_state_dict(src)
-  variables = spec.convert(state_dict, num_classes)
+  variables = converter(state_dict, num_classes)
   record = {
       "arch": arch, "num_classes": num_classes,
       "source_file": os.path.basename(src), "source_sha256": sha256 or sha256_file(src),

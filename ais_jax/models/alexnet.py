@@ -94,13 +94,8 @@ def ablation_head(variables):
   return GenericHead(embed=jax.tree_util.Partial(head_embedding, variables))
 
 
-def _convert(state_dict, num_classes=1000):
-  from convert import alexnet as convert_alexnet  # convert/ is the torch-free converter package
-  return convert_alexnet.convert(state_dict, num_classes=num_classes)
-
-
 base.register(base.ModelSpec(
     name="alexnet", family="alexnet", build=AlexNet, num_maps=256, embedding_dim=FC_DIM,
     input_size=224, map_size=13, normalization="imagenet", resize="square",
     ablation_layer="features.11 (conv5 + ReLU)", embedding_layer="classifier.5 (fc7 + ReLU)",
-    pooled_head=False, num_classes=1000, convert=_convert, ablation_head=ablation_head))
+    pooled_head=False, num_classes=1000, ablation_head=ablation_head))

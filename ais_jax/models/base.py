@@ -12,13 +12,14 @@ A model family is one Flax linen module with two entry points:
 ``__call__(x)`` is ``head(trunk(x))`` and is what ``init`` uses.
 
 A :class:`ModelSpec` holds everything else an analysis needs to know about one architecture:
-sizes, preprocessing, layer names, and how to convert a PyTorch state dict.
+sizes, preprocessing and layer names. The zoo knows nothing of PyTorch state dicts: the conversion
+tables live in ``convert/`` and register themselves there (``convert.tables.get(name)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -54,9 +55,6 @@ class ModelSpec:
     pooled_head: True if the embedding is the global average of the maps (removing map k
       zeroes embedding coordinate k); False for fully connected heads (VGG).
     num_classes: default classifier size (None: no classifier).
-    convert: ``convert(state_dict: Mapping[str, np.ndarray], num_classes) -> variables`` where
-      variables is the plain nested dict ``{'params': ..., 'batch_stats': ...}`` the module uses.
-      Implemented in ``convert/<family>.py`` tables; every key and shape is checked.
   """
   name: str
   family: str
@@ -71,7 +69,6 @@ class ModelSpec:
   embedding_layer: str
   pooled_head: bool
   num_classes: Optional[int]
-  convert: Optional[Callable[..., Any]] = None
   # ablation_head(variables) -> ais_jax.ablation.PooledHead | FcHead | GenericHead. None means
   # PooledHead for pooled heads; fully connected families must provide it.
   ablation_head: Optional[Callable[..., Any]] = None

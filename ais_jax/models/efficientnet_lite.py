@@ -200,12 +200,6 @@ def _build(num_classes: Optional[int] = 1000, *, width: float, depth: float,
   return EfficientNetLite(width=width, depth=depth, num_classes=num_classes, precision=precision)
 
 
-def _convert(state_dict, num_classes: Optional[int] = 1000, *, arch: str):
-  # Imported lazily: convert/ depends on ais_jax.models, not the other way round.
-  from convert import efficientnet_lite as converter
-  return converter.convert(state_dict, num_classes=num_classes, arch=arch)
-
-
 for _name, (_width, _depth, _size) in COEFFICIENTS.items():
   base.register(base.ModelSpec(
       name=_name,
@@ -221,5 +215,4 @@ for _name, (_width, _depth, _size) in COEFFICIENTS.items():
       embedding_layer="global average pool",
       pooled_head=True,
       num_classes=1000,
-      convert=functools.partial(_convert, arch=_name),
   ))

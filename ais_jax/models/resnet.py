@@ -113,11 +113,6 @@ class ResNet(nn.Module):
     return self.head(self.trunk(x))
 
 
-def _convert(state_dict, num_classes=1000, *, arch):
-  from convert import resnet as convert_resnet  # convert/ is the torch-free converter package
-  return convert_resnet.convert(state_dict, arch=arch, num_classes=num_classes)
-
-
 resnet50 = functools.partial(ResNet, layers=(3, 4, 6, 3))
 resnet152 = functools.partial(ResNet, layers=(3, 8, 36, 3))
 resnext50_32x4d = functools.partial(ResNet, layers=(3, 4, 6, 3), groups=32, width_per_group=4)
@@ -129,4 +124,4 @@ for _name, _build in (("resnet50", resnet50), ("resnet152", resnet152),
       input_size=224, map_size=7, normalization="imagenet", resize="square",
       ablation_layer="layer4 (last Bottleneck output, after ReLU)",
       embedding_layer="avgpool (global average of layer4)", pooled_head=True,
-      num_classes=1000, convert=functools.partial(_convert, arch=_name)))
+      num_classes=1000))

@@ -110,14 +110,8 @@ class SqueezeNet11(nn.Module):
     return self.head(self.trunk(x))
 
 
-def _convert(state_dict, num_classes=1000):
-  from convert import squeezenet as convert_squeezenet  # the torch-free converter package
-  return convert_squeezenet.convert(state_dict, num_classes=num_classes)
-
-
 base.register(base.ModelSpec(
     name="squeezenet1_1", family="squeezenet", build=SqueezeNet11, num_maps=512,
     embedding_dim=512, input_size=224, map_size=13, normalization="imagenet", resize="square",
     ablation_layer="features.12 (last Fire, after ReLU)",
-    embedding_layer="global average of features.12", pooled_head=True, num_classes=1000,
-    convert=_convert))
+    embedding_layer="global average of features.12", pooled_head=True, num_classes=1000))

@@ -195,11 +195,6 @@ def ablation_head(variables):
                 w2=p["classifier_3"]["kernel"], b2=p["classifier_3"]["bias"], pool_window=2)
 
 
-def _convert(state_dict, num_classes=1000, *, arch):
-  from convert import vgg as convert_vgg  # convert/ is the torch-free converter package
-  return convert_vgg.convert(state_dict, arch=arch, num_classes=num_classes)
-
-
 vgg16 = functools.partial(VGG, config=VGG16_CONFIG)
 vgg19 = functools.partial(VGG, config=VGG19_CONFIG)
 
@@ -209,5 +204,4 @@ for _name, _build, _layer in (("vgg16", vgg16, "features.29 (conv5_3 + ReLU)"),
       name=_name, family="vgg", build=_build, num_maps=512, embedding_dim=FC_DIM,
       input_size=224, map_size=14, normalization="imagenet", resize="square",
       ablation_layer=_layer, embedding_layer="classifier.4 (fc7 + ReLU)", pooled_head=False,
-      num_classes=1000, convert=functools.partial(_convert, arch=_name),
-      ablation_head=ablation_head))
+      num_classes=1000, ablation_head=ablation_head))
