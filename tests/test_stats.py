@@ -100,3 +100,44 @@ def test_small_helpers():
   assert stats.softmax_entropy(np.zeros(8)) == pytest.approx(np.log(8))
   with pytest.raises(ValueError, match="alternative"):
     stats.paired_ttest(x[:5], y[:5], alternative="bigger")
+
+
+def test_selection_summary_direction_and_values_by_hand():
+  """selection.summarize on a hand-made result: retained beats full on every split, so every
+  reported t is positive, and each number equals the textbook formula written out here."""
+  import math
+  import statistics
+  from ais_jax import selection
+  full = [0.30, 0.28, 0.35, 0.31]
+  retained = [0.36, 0.30, 0.40, 0.33]
+  j, n_train, n_test = 4, 8, 2
+  zeros = np.zeros((j, 3))
+  result = selection.SelectionResult(
+      splits=None, train_masks=np.ones((j, 6), bool), test_masks=np.ones((j, 6), bool),
+      train_ais=zeros, orders=np.zeros((j, 3), int), train_curves=zeros, test_curves=zeros,
+      m_star=np.array([1, 2, 2, 3]), test_retained=np.array(retained), test_full=np.array(full),
+      random_orders=np.zeros((j, 0, 3), int), random_train_curves=np.zeros((j, 0, 3)),
+      random_test_curves=np.zeros((j, 0, 3)), random_m_star=np.zeros((j, 0), int),
+      random_test_retained=np.zeros((j, 0)), n_train=np.full(j, n_train),
+      n_test=np.full(j, n_test), settings={}, undefined={}, timings={})
+  out = selection.summarize(result)
+  d = [r - f for r, f in zip(retained, full)]
+  mean, sd = statistics.fmean(d), statistics.stdev(d)
+  t_paired = mean / (sd / math.sqrt(j))
+  t_corrected = mean / math.sqrt(sd ** 2 * (1 / j + n_test / n_train))
+  paired = out["tests"]["retained_vs_full_paired"]
+  corrected = out["tests"]["retained_vs_full_corrected"]
+  assert paired["statistic"] == pytest.approx(t_paired, rel=1e-12) and t_paired > 0
+  assert paired["mean_difference"] == pytest.approx(mean, rel=1e-12) and mean > 0
+  assert paired["pvalue"] == pytest.approx(2 * scipy.stats.t.sf(t_paired, j - 1), rel=1e-10)
+  assert corrected["statistic"] == pytest.approx(t_corrected, rel=1e-12)
+  assert corrected["pvalue"] == pytest.approx(2 * scipy.stats.t.sf(t_corrected, j - 1), rel=1e-10)
+  assert out["mean_test_full"] == pytest.approx(statistics.fmean(full), rel=1e-15)
+  assert out["mean_test_retained"] == pytest.approx(statistics.fmean(retained), rel=1e-15)
+  assert out["mean_m_star"] == pytest.approx(2.0)
+  one_sided = selection.summarize(result, alternative="greater")["tests"]
+  assert one_sided["retained_vs_full_paired"]["pvalue"] == pytest.approx(
+      scipy.stats.t.sf(t_paired, j - 1), rel=1e-10)
+  less = selection.summarize(result, alternative="less")["tests"]
+  assert less["retained_vs_full_paired"]["pvalue"] == pytest.approx(
+      scipy.stats.t.cdf(t_paired, j - 1), rel=1e-10)
