@@ -21,7 +21,7 @@ _CONVERTERS: dict[str, Converter] = {}
 
 # Family modules register on import (as ais_jax.models.base does for the modules themselves).
 _FAMILIES = ("efficientnet_lite", "vgg", "resnet", "alexnet", "squeezenet", "densenet",
-             "inception", "efficientnet", "regnet")
+             "inception", "efficientnet", "regnet", "transalnet")
 
 
 def register(arch: str, converter: Converter) -> Converter:

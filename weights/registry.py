@@ -124,6 +124,19 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
         notes="Self-supervised ResNet-50 backbone without fc (num_classes 0: no classifier, "
               "logits None). No hash is published; the file's sha256 is recorded in the "
               "checkpoint's provenance."),
+    # Saliency model of the Aim 3 comparison (ais_jax.transalnet), not an AIS model.
+    WeightsEntry(
+        name="transalnet_res", arch="transalnet_res", num_classes=0, normalization="unit",
+        resize="letterbox", input_size=384, file_name="TranSalNet_Res.pth", url=None,
+        homepage="https://github.com/LJOVO/TranSalNet (Lou, Lin, Marshall, Saupe & Liu 2022, "
+                 "'TranSalNet: Towards perceptually relevant visual saliency prediction', "
+                 "Neurocomputing 494:455-467)",
+        license="MIT (code); see the release for the weights",
+        notes="Manual step: the authors distribute TranSalNet_Res.pth by hand (a link in their "
+              "README, no stable URL): download it, then run `python -m convert.fetch "
+              "--name=transalnet_res --src=FILE`. No hash is published; the file's sha256 is "
+              "recorded in the checkpoint's provenance. Input: 288 x 384 letterbox of the BGR "
+              "image / 255 (the authors' testing notebook; BUILD.md lists its quirks)."),
 ]}
 
 

@@ -26,13 +26,18 @@ import numpy as np
 # Normalisations (applied to float pixels in 0..255):
 #   'imagenet': (x / 255 - mean) / std with torchvision's ImageNet mean/std.
 #   'tf_127':   (x - 127) / 128, what TensorFlow's EfficientNet-Lite builder trained with.
+#   'unit':     x / 255, no mean/std (TranSalNet's test-time path).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("imagenet", "tf_127")
+NORMALIZATIONS = ("imagenet", "tf_127", "unit")
+# What a model is for: 'embedding' models have trunk/head and enter AIS; 'saliency' models
+# (TranSalNet) map an image to a saliency map and are used by the Aim 3 comparison only.
+MODEL_KINDS = ("embedding", "saliency")
 # Resize rules: 'square' = PIL BILINEAR (antialiased when shrinking) to input_size x input_size,
 # the default for batched cohorts; 'shorter_side' = the published Resize(input_size) on the shorter
 # side, no crop (only meaningful for square stimuli or batch size 1).
-RESIZE_RULES = ("square", "shorter_side")
+# 'letterbox' = TranSalNet's test-time path: aspect kept, centred on a padded canvas (OpenCV).
+RESIZE_RULES = ("square", "shorter_side", "letterbox")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +77,14 @@ class ModelSpec:
   # ablation_head(variables) -> ais_jax.ablation.PooledHead | FcHead | GenericHead. None means
   # PooledHead for pooled heads; fully connected families must provide it.
   ablation_head: Optional[Callable[..., Any]] = None
+  # Input height when the network needs a non-square input (TranSalNet: 288 x 384); None: square.
+  input_height: Optional[int] = None
+  kind: str = "embedding"  # one of MODEL_KINDS
+
+  @property
+  def input_shape(self) -> tuple[int, int]:
+    """(H, W) of the network's input."""
+    return (self.input_height or self.input_size, self.input_size)
 
   def get_ablation_head(self, variables):
     if self.ablation_head is not None:
@@ -90,6 +103,8 @@ class ModelSpec:
       return (x / 255.0 - mean) / std
     if self.normalization == "tf_127":
       return (x - 127.0) / 128.0
+    if self.normalization == "unit":
+      return x / 255.0
     raise ValueError(f"unknown normalization {self.normalization!r}; expected one of {NORMALIZATIONS}")
 
   def metadata(self) -> dict:
@@ -128,7 +143,8 @@ def names() -> list[str]:
 
 # Families register themselves on import. A family whose module is missing (not written yet) is
 # skipped; any other import error is a bug and propagates.
-_FAMILIES = ("efficientnet_lite", "vgg", "resnet", "alexnet", "squeezenet")
+_FAMILIES = ("efficientnet_lite", "vgg", "resnet", "alexnet", "squeezenet", "transalnet",
+             "densenet", "inception", "efficientnet", "regnet")
 
 
 def _import_families():
@@ -146,7 +162,7 @@ def init_variables(spec: ModelSpec, num_classes: Optional[int] = None, seed: int
   import jax
   import jax.numpy as jnp
   module = spec.build(num_classes=spec.num_classes if num_classes is None else num_classes)
-  x = jnp.zeros((1, spec.input_size, spec.input_size, 3), jnp.float32)
+  x = jnp.zeros((1, *spec.input_shape, 3), jnp.float32)
   return jax.jit(module.init)(jax.random.PRNGKey(seed), x)
 
 
@@ -155,5 +171,5 @@ def abstract_variables(spec: ModelSpec, num_classes: Optional[int] = None):
   import jax
   import jax.numpy as jnp
   module = spec.build(num_classes=spec.num_classes if num_classes is None else num_classes)
-  x = jax.ShapeDtypeStruct((1, spec.input_size, spec.input_size, 3), jnp.float32)
+  x = jax.ShapeDtypeStruct((1, *spec.input_shape, 3), jnp.float32)
   return jax.eval_shape(module.init, jax.random.PRNGKey(0), x)

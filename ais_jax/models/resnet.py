@@ -93,14 +93,22 @@ class ResNet(nn.Module):
     self.layer1, self.layer2, self.layer3, self.layer4 = stages
     self.fc = nn.Dense(self.num_classes, precision=self.precision) if self.num_classes else None
 
-  def trunk(self, x: jax.Array) -> jax.Array:
-    """Preprocessed images ``[n, H, W, 3]`` -> layer4 output ``[n, H/32, W/32, 2048]``."""
+  def stages(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    """Preprocessed images ``[n, H, W, 3]`` -> the outputs of layer1..layer4
+    (``[n, H/4, W/4, 256]`` ... ``[n, H/32, W/32, 2048]``); decoders such as TranSalNet's use
+    several."""
     x = nn.relu(self.bn1(self.conv1(x)))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    outputs = []
     for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
       for block in stage:
         x = block(x)
-    return x
+      outputs.append(x)
+    return tuple(outputs)
+
+  def trunk(self, x: jax.Array) -> jax.Array:
+    """Preprocessed images ``[n, H, W, 3]`` -> layer4 output ``[n, H/32, W/32, 2048]``."""
+    return self.stages(x)[-1]
 
   def head(self, maps: jax.Array, keep: Optional[jax.Array] = None):
     """``maps [n, h, w, 2048]`` -> ``(embedding [(m,) n, 2048], logits [(m,) n, C] or None)``."""
