@@ -85,7 +85,7 @@ def linear_layers_path(net: str, version: str = "0.1") -> str:
       raise OSError(f"LPIPS linear layers for {net!r} are not installed (pip install --no-deps "
                     f"lpips) and could not be downloaded from {url}: {e}") from e
     os.replace(tmp, dst)
-  from ais_jax.data.kriegeskorte92 import sha256_file
+  from ais_jax.io.runs import sha256_file
   got = sha256_file(dst)
   if got != LINEAR_SHA256[(version, net)]:
     raise ValueError(f"{dst}: sha256 {got} does not match {LINEAR_SHA256[(version, net)]}")

@@ -12,11 +12,12 @@ this affine map).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import urllib.request
 
 import numpy as np
+
+from ais_jax.io.runs import sha256_file
 
 STIMULI_FILE = "Kriegeskorte_Neuron2008_supplementalData.mat"
 JUDGMENTS_FILE = "92_behavRDMs.mat"
@@ -47,14 +48,6 @@ class Kriegeskorte92:
   def similarity(self) -> np.ndarray:
     """Subject-averaged similarity S = -D [92, 92] (diagonal ignored by every analysis)."""
     return -self.dissimilarity
-
-
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def download(data_dir: str, *, quiet: bool = False) -> str:
