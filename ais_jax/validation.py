@@ -2,13 +2,74 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
 
-# Relative tolerance for the symmetry check of a human matrix.
+# Relative tolerance for the symmetry check of a human matrix (relative to the largest finite
+# off-diagonal magnitude, whatever the matrix's scale).
 SYMMETRY_RTOL = 1e-8
 MIN_FINITE_PER_ROW = 3
+# A similarity matrix whose finite diagonal is the minimum of at least this share of its rows
+# looks like a dissimilarity (distance) matrix.
+DISSIMILARITY_DIAGONAL_SHARE = 0.9
+
+
+class HumanKindWarning(UserWarning):
+  """An explicitly stated --human_kind that the matrix's diagonal contradicts."""
+
+
+def diagonal_minimum_rows(similarity) -> tuple[int, int]:
+  """``(rows whose finite diagonal is <= every finite off-diagonal entry, rows with a finite
+  diagonal and finite off-diagonal entries)`` of a square ``[n, n]`` matrix.
+
+  Similarities are largest on the diagonal (an image is most similar to itself); distances are
+  smallest there. Rows with a NaN diagonal are not counted.
+  """
+  h = np.asarray(similarity, np.float64)
+  n = h.shape[0]
+  off = np.where(np.eye(n, dtype=bool), np.nan, h)
+  diag = np.diagonal(h)
+  counted = np.isfinite(diag) & np.isfinite(off).any(axis=1)
+  if not counted.any():
+    return 0, 0
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    row_min = np.nanmin(off[counted], axis=1)
+  return int((diag[counted] <= row_min).sum()), int(counted.sum())
+
+
+def check_human_kind(similarity, *, kind_stated: bool, name: str = "human") -> str | None:
+  """The orientation rule of a human matrix, as similarities (after ``S = -D``).
+
+  A finite diagonal that is the minimum of nearly every row (:data:`DISSIMILARITY_DIAGONAL_SHARE`
+  of the rows with a finite diagonal, at least 4) is what a dissimilarity matrix looks like.
+
+  Args:
+    similarity: ``[n, n]`` similarities (already negated if the user said dissimilarity).
+    kind_stated: whether the user stated ``--human_kind`` explicitly.
+    name: the input's name for messages.
+
+  Returns:
+    None when the diagonal agrees (or is NaN: the rule is skipped), else (stated kind only) a
+    warning message for the run's summary.
+
+  Raises:
+    ValueError when the kind was not stated and the matrix looks like dissimilarities.
+  """
+  at_min, counted = diagonal_minimum_rows(similarity)
+  if counted < 4 or at_min < DISSIMILARITY_DIAGONAL_SHARE * counted:
+    return None
+  if not kind_stated:
+    raise ValueError(
+        f"{name}: the diagonal is the smallest value of {at_min} of {counted} rows, as in a "
+        "dissimilarity (distance) matrix, but it would be used as similarities; state what the "
+        "file holds: --human_kind=dissimilarity (negated, S = -D) or --human_kind=similarity "
+        "(use it as it is)")
+  return (f"{name}: used as stated (--human_kind), although its diagonal is the smallest value "
+          f"of {at_min} of {counted} rows as similarities, which is what the other kind looks "
+          "like; check --human_kind")
 
 
 def _locate(mask: np.ndarray, limit: int = 10) -> str:
@@ -19,15 +80,28 @@ def _locate(mask: np.ndarray, limit: int = 10) -> str:
 
 
 def validate_human_similarity(human, n_images: int | None = None, *, name: str = "human",
-                              symmetry_rtol: float = SYMMETRY_RTOL) -> np.ndarray:
+                              symmetry_rtol: float = SYMMETRY_RTOL,
+                              kind_stated: bool | None = None) -> np.ndarray:
   """Checks a human similarity matrix and returns it as float64 ``[n, n]``.
 
-  Missing judgments are NaN and are excluded pair by pair later; the diagonal is ignored.
+  Missing judgments are NaN and are excluded pair by pair later; the diagonal is ignored by the
+  analyses (only the orientation rule reads it).
+
+  Args:
+    human: ``[n, n]`` similarities.
+    n_images: the cohort size it must match (None: not checked).
+    name: the input's name for messages.
+    symmetry_rtol: symmetry tolerance relative to the largest finite off-diagonal magnitude.
+    kind_stated: None: no orientation rule (internal callers, already checked); False: the user
+      did not state --human_kind, so a matrix that looks like dissimilarities is refused; True:
+      stated, so it is used, with a :class:`HumanKindWarning` when the diagonal contradicts it
+      (:func:`check_human_kind`).
 
   Raises:
     ValueError naming the problem and the rows/entries: not 2-D square, wrong size for the
     cohort, infinite entries, not symmetric (values or missing pattern), a row with fewer than 3
-    finite off-diagonal entries, or a row whose finite off-diagonal entries are constant.
+    finite off-diagonal entries, a row whose finite off-diagonal entries are constant, or (see
+    ``kind_stated``) a dissimilarity-looking matrix of unstated kind.
   """
   h = np.asarray(human)
   if h.dtype.kind not in "fiub":
@@ -50,9 +124,10 @@ def validate_human_similarity(human, n_images: int | None = None, *, name: str =
   if asym_nan.any():
     raise ValueError(f"{name}: missing (NaN) pattern is not symmetric at {_locate(np.triu(asym_nan))}"
                      "; a missing pair must be missing in both (i, j) and (j, i)")
-  scale = max(1.0, float(np.nanmax(np.abs(np.where(off, h, np.nan)))) if (off & ~nan).any() else 1.0)
+  finite_off = off & ~nan
+  scale = float(np.max(np.abs(h[finite_off]))) if finite_off.any() else 0.0
   with np.errstate(invalid="ignore"):
-    asym = (np.abs(h - h.T) > symmetry_rtol * scale) & off & ~nan
+    asym = (np.abs(h - h.T) > symmetry_rtol * scale) & finite_off
   if asym.any():
     worst = np.unravel_index(np.nanargmax(np.where(asym, np.abs(h - h.T), -1)), h.shape)
     raise ValueError(
@@ -75,6 +150,10 @@ def validate_human_similarity(human, n_images: int | None = None, *, name: str =
   if constant_rows:
     raise ValueError(f"{name}: rows {constant_rows[:10]} are constant over their finite "
                      "off-diagonal entries, so no correlation with them is defined; check the file")
+  if kind_stated is not None:
+    message = check_human_kind(h, kind_stated=kind_stated, name=name)
+    if message:
+      warnings.warn(message, HumanKindWarning, stacklevel=2)
   return h
 
 

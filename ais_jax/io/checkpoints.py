@@ -96,11 +96,13 @@ def save_checkpoint(directory: str | os.PathLike, variables: Mapping[str, Any],
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
   try:
+    os.chmod(tmp, _umask_mode(0o777))  # mkdtemp's 0700 would hide the weights from colleagues.
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, VARIABLES_DIR), tree)
       checkpointer.wait_until_finished()
     with open(os.path.join(tmp, PROVENANCE_FILE), "w") as f:
       f.write(text + "\n")
+    _follow_umask(tmp)
     if os.path.exists(directory):
       old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
       os.rename(directory, os.path.join(old, "ckpt"))
@@ -112,6 +114,21 @@ def save_checkpoint(directory: str | os.PathLike, variables: Mapping[str, Any],
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return directory
+
+
+def _umask_mode(base: int) -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return base & ~mask
+
+
+def _follow_umask(root: str) -> None:
+  """Gives every folder and file under ``root`` the mode the umask gives new ones."""
+  dir_mode, file_mode = _umask_mode(0o777), _umask_mode(0o666)
+  for folder, _, names in os.walk(root):
+    os.chmod(folder, dir_mode)
+    for name in names:
+      os.chmod(os.path.join(folder, name), file_mode)
 
 
 def read_provenance(directory: str | os.PathLike) -> dict:
@@ -164,9 +181,16 @@ def load_checkpoint(directory: str | os.PathLike, *, expected_arch: Optional[str
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       restored = checkpointer.restore(variables_dir, abstract)
-  except ValueError as e:
-    raise ValueError(f"{directory}: stored variables do not match {arch!r} with num_classes="
-                     f"{record['num_classes']}: {e}") from e
+  except Exception as e:  # pylint: disable=broad-except
+    # orbax/tensorstore report damage as ValueError, FileNotFoundError, JSON or tensorstore
+    # errors whose text can run to thousands of characters (a full tensorstore spec).
+    cause = " ".join(str(e).split())
+    cause = cause[:200] + (" ..." if len(cause) > 200 else "")
+    raise ValueError(f"{directory}: cannot restore the stored variables of {arch!r} "
+                     f"(num_classes={record['num_classes']}): the checkpoint is damaged or "
+                     f"incomplete ({type(e).__name__}: {cause}); create it again with "
+                     "`python -m convert.torch_to_flax --overwrite` or `python -m convert.fetch "
+                     "--force`") from None
   # orbax restores a ShapeDtypeStruct target at the stored shape without complaint; check here.
   want = _flatten(abstract)
   got = _flatten(restored)
