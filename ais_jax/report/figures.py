@@ -5,7 +5,10 @@ Every function takes arrays (never files) and an output path ``out_png``; it wri
 written paths. Figures are drawn on the Agg canvas (``matplotlib.figure.Figure``, no pyplot and no
 global backend switch), so they work on headless machines.
 
-* :func:`heatmap_grid`      - heatmap overlays grouped by dataset (Figure 2).
+* :func:`heatmap_grid`      - heatmap overlays grouped by dataset (Figure 2), examples chosen by
+  :func:`select_examples`; every overlay over a grey copy of the image with a colorbar.
+* :func:`overlay_figure` / :func:`write_overlays` - one image and its overlay per PNG
+  (``--save_overlays``).
 * :func:`match_cdf`         - cumulative distribution of Match scores (Figure A.1).
 * :func:`ais_distributions` - log10 mean AIS per map, MAD per map and per image (Figure 3).
 * :func:`pr_curves`         - precision-recall of saliency against AIS targets (Figure 4).
@@ -26,8 +29,8 @@ from ais_jax import aim2
 from ais_jax import heatmaps as heatmaps_lib
 from ais_jax.report import files
 
-AIS_COLOUR = "#e41a1c"        # red
-SALIENCY_COLOUR = "#00bfff"   # deep sky blue
+AIS_COLOUR = "#e41a1c"        # red, solid lines
+SALIENCY_COLOUR = "#1f5fff"   # blue, dashed lines
 
 
 def _stem(out_png: str) -> str:
@@ -51,22 +54,83 @@ def _save(fig: Figure, out_png: str, dpi: int = 110) -> str:
 # Figure 2: heatmap overlays
 
 
-def select_examples(groups: Sequence[str], per_group: int = 4) -> list[int]:
-  """The documented default choice of example images: the first ``per_group`` images of each group,
-  in cohort order (groups in first-appearance order). Pass explicit indices to choose others."""
-  chosen: dict[str, list[int]] = {}
+def select_examples(groups: Sequence[str], per_group: int = 4,
+                    statistic: Sequence[float] | None = None) -> list[int]:
+  """Example images for a figure, ``per_group`` from each group (groups in first-appearance order).
+
+  Without ``statistic``: the first ``per_group`` images of each group, in cohort order. With
+  ``statistic`` (one value per image, e.g. the image's agreement with the human similarities, a
+  Match score or a relative risk): in each group the images ranked by it from highest to lowest,
+  taking ranks spread evenly from the highest to the lowest (``per_group=2``: the highest and the
+  lowest); images whose value is not finite are taken last. Returned in that order, group by group.
+  """
+  members: dict[str, list[int]] = {}
   for i, g in enumerate(groups):
-    chosen.setdefault(str(g), [])
-    if len(chosen[str(g)]) < per_group:
-      chosen[str(g)].append(i)
-  return [i for idx in chosen.values() for i in idx]
+    members.setdefault(str(g), []).append(i)
+  if statistic is None:
+    return [i for idx in members.values() for i in idx[:per_group]]
+  values = np.asarray(statistic, np.float64)
+  if values.shape != (len(groups),):
+    raise ValueError(f"statistic has shape {values.shape}; expected one value per image "
+                     f"({len(groups)})")
+  chosen = []
+  for idx in members.values():
+    finite = sorted((i for i in idx if np.isfinite(values[i])), key=lambda i: -values[i])
+    ranked = finite + [i for i in idx if not np.isfinite(values[i])]
+    if len(ranked) <= per_group:
+      chosen += ranked
+      continue
+    top = len(finite) - 1 if len(finite) >= per_group else len(ranked) - 1
+    picks = np.round(np.linspace(0, top, per_group)).astype(int)
+    chosen += [ranked[k] for k in dict.fromkeys(picks.tolist())]
+  return chosen
+
+
+HEAT_CMAP = "inferno"   # perceptually uniform, one hue ramp; drawn over a grey copy of the image
+HEAT_SCALE_NOTE = "each map scaled to its own range (0 = its minimum, 1 = its maximum)"
+
+
+def grey_image(image: np.ndarray) -> np.ndarray:
+  """uint8 ``[H, W, 3]`` -> the same image in grey (ITU-R 601 luma), lightened so a colour map
+  drawn over it stands out and no stimulus colour competes with the map's colours."""
+  img = np.asarray(image, np.float64)
+  luma = img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+  grey = 64 + 0.6 * luma
+  return np.repeat(np.clip(np.round(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.75,
+                 cmap: str = HEAT_CMAP) -> np.ndarray:
+  """A heatmap over the grey copy of its image (uint8 ``[H, W, 3]``); the map is min-max scaled
+  per image and its opacity grows with the heat (``ais_jax.heatmaps.overlay``)."""
+  return heatmaps_lib.overlay(grey_image(image), heat, alpha=alpha, cmap=cmap)
+
+
+def heat_colorbar(fig: Figure, axes, *, cmap: str = HEAT_CMAP, label: str | None = None,
+                  **kwargs):
+  """One colorbar for overlays drawn by :func:`heat_overlay` (scale 0..1 per image)."""
+  from matplotlib import cm, colors
+  mappable = cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap)
+  bar = fig.colorbar(mappable, ax=axes, shrink=kwargs.pop("shrink", 0.8),
+                     label=label or f"heat: {HEAT_SCALE_NOTE}", **kwargs)
+  bar.set_ticks([0, 0.5, 1], labels=["min", "0.5", "max"])
+  return bar
+
+
+def _short(name: str, limit: int = 18) -> str:
+  return name if len(name) <= limit else name[:limit - 1] + "\u2026"
 
 
 def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], out_png: str, *,
                  names: Sequence[str] | None = None, groups: Sequence[str] | None = None,
-                 index: Sequence[int] | None = None, alpha: float = 0.6, cmap: str = "jet",
-                 show_image: bool = True, title: str | None = None) -> list[str]:
+                 index: Sequence[int] | None = None, alpha: float = 0.75, cmap: str = HEAT_CMAP,
+                 show_image: bool = True, title: str | None = None,
+                 heat_label: str = "AIS heatmap",
+                 labels: Mapping[int, str] | None = None) -> list[str]:
   """Heatmap overlays in the layout of the paper's Figure 2: one row block per dataset/group.
+
+  Each overlay shows the map over a grey copy of the image (:func:`heat_overlay`; every map scaled
+  to its own range, stated on the colorbar).
 
   Args:
     images: n uint8 ``[H, W, 3]`` images.
@@ -76,6 +140,9 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], o
     names, groups: n labels (default: indices, one group).
     index: which images to show (default :func:`select_examples` with 4 per group).
     show_image: also show the plain image above each overlay.
+    heat_label: the label of the overlay rows.
+    labels: extra text under an image's name (e.g. ``{i: 'r = 0.41'}``, the statistic it was
+      chosen by).
   """
   n = len(images)
   if len(heatmaps) != n:
@@ -83,13 +150,16 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], o
   names = [str(i) for i in range(n)] if names is None else [str(s) for s in names]
   groups = ["all"] * n if groups is None else [str(g) for g in groups]
   index = select_examples(groups) if index is None else [int(i) for i in index]
+  labels = dict(labels or {})
   group_order = list(dict.fromkeys(groups[i] for i in index))
   per_group = {g: [i for i in index if groups[i] == g] for g in group_order}
   ncols = max(len(v) for v in per_group.values())
   rows_per = 2 if show_image else 1
   nrows = rows_per * len(group_order)
-  fig = Figure(figsize=(2.0 * ncols, 2.1 * nrows), layout="constrained")
+  several = len(group_order) > 1
+  fig = Figure(figsize=(2.3 * ncols + 1.6, 2.45 * nrows + 0.5), layout="constrained")
   shown = {}
+  overlay_axes = []
   for gi, g in enumerate(group_order):
     for ci in range(ncols):
       for r in range(rows_per):
@@ -105,28 +175,109 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], o
         if heat.shape != img.shape[:2]:
           heat = np.asarray(heatmaps_lib.upsample(heat[None], img.shape[:2])[0])
         shown[i] = heat
-        if show_image and r == 0:
+        is_image_row = show_image and r == 0
+        if is_image_row:
           ax.imshow(img)
-          ax.set_title(names[i], fontsize=7)
         else:
-          ax.imshow(heatmaps_lib.overlay(img, heat, alpha=alpha, cmap=cmap))
-          if not show_image:
-            ax.set_title(names[i], fontsize=7)
-        if ci == 0 and r == 0:
-          ax.set_ylabel(g, fontsize=8)
+          ax.imshow(heat_overlay(img, heat, alpha=alpha, cmap=cmap))
+          overlay_axes.append(ax)
+        if r == 0:
+          extra = f"\n{labels[i]}" if i in labels else ""
+          ax.set_title(_short(names[i]) + extra, fontsize=9)
+        if ci == 0:
+          row_name = "image" if is_image_row else heat_label
+          ax.set_ylabel(f"{g}\n{row_name}" if several else row_name, fontsize=9)
+  if overlay_axes:
+    heat_colorbar(fig, fig.axes, cmap=cmap, shrink=0.6, pad=0.01)
   if title:
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=10)
   stem = _stem(out_png)
   paths = [_save(fig, out_png)]
   stats = []
   for i in index:
     h = shown[i]
     stats.append({"index": i, "name": names[i], "group": groups[i], "max": float(h.max()),
-                  "mean": float(h.mean()), "all_zero": bool(np.all(h == 0))})
+                  "mean": float(h.mean()), "all_zero": bool(np.all(h == 0)),
+                  "label": labels.get(i)})
   paths.append(_write_json(stem + ".json", {"figure": "heatmap overlays (paper Fig. 2)",
-                                            "colormap": cmap, "alpha": alpha, "images": stats}))
+                                            "colormap": cmap, "alpha": alpha,
+                                            "scale": HEAT_SCALE_NOTE, "images": stats}))
   np.savez_compressed(stem + ".npz", **{f"heatmap_{i}": shown[i] for i in index})
   paths.append(stem + ".npz")
+  return paths
+
+
+def overlay_figure(image: np.ndarray, heatmap: np.ndarray, out_png: str, *, title: str = "",
+                   alpha: float = 0.75, cmap: str = HEAT_CMAP,
+                   contours: Mapping[str, tuple] | None = None) -> str:
+  """One image beside its heatmap overlay, with a colorbar (``--save_overlays``).
+
+  Args:
+    image: uint8 ``[H, W, 3]``; heatmap: ``[h, w]`` (upsampled to the image).
+    contours: optional ``{label: (map [H, W], top percents, colour, linestyle)}`` drawn on the
+      overlay (the saliency report's AIS and saliency contours).
+  Returns:
+    ``out_png``.
+  """
+  img = np.asarray(image)
+  heat = np.asarray(heatmap, np.float32)
+  if heat.shape != img.shape[:2]:
+    heat = np.asarray(heatmaps_lib.upsample(heat[None], img.shape[:2])[0])
+  fig = Figure(figsize=(7.4, 3.6), layout="constrained")
+  ax0, ax1 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+  ax0.imshow(img)
+  ax0.set_title("image", fontsize=9)
+  ax1.imshow(heat_overlay(img, heat, alpha=alpha, cmap=cmap))
+  ax1.set_title("heatmap over the image (grey)", fontsize=9)
+  handles = []
+  for label, (m, top, colour, style) in (contours or {}).items():
+    _contour(ax1, np.asarray(m, np.float64), top, colour, style)
+    handles.append(Line2D([], [], color=colour, ls=style, lw=2,
+                          label=f"{label} top {'/'.join(f'{p:g}' for p in top)}%"))
+  if handles:
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
+               frameon=False)
+  for ax in (ax0, ax1):
+    ax.set_xticks([])
+    ax.set_yticks([])
+  heat_colorbar(fig, [ax1], cmap=cmap, shrink=0.9, label="heat (this map's min to max)")
+  if title:
+    fig.suptitle(title, fontsize=10)
+  _stem(out_png)
+  return _save(fig, out_png, dpi=100)
+
+
+def overlay_file_name(name: str) -> str:
+  """A file name for an image's overlay: its name without folders or extension, ``.png``."""
+  stem = os.path.splitext(os.path.basename(str(name)))[0] or "image"
+  return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem) + ".png"
+
+
+def write_overlays(images: Sequence[Any], heatmaps: Sequence[Any], names: Sequence[str],
+                   out: str, *, alpha: float = 0.75, colormap: str = HEAT_CMAP,
+                   contours: Optional[Sequence[dict]] = None) -> list[str]:
+  """One PNG per image in ``out``: the image beside its heatmap overlay with a colorbar
+  (:func:`overlay_figure`), plus the given contours. Returns the paths written.
+
+  Args:
+    images: n uint8 ``[H_i, W_i, 3]``; heatmaps: n maps (any resolution); names: n image names
+      (file names: :func:`overlay_file_name`, made unique by the image number when they clash).
+    contours: optional n dicts for :func:`overlay_figure`'s ``contours``.
+  """
+  import matplotlib
+  if colormap not in matplotlib.colormaps:
+    raise ValueError(f"unknown colormap {colormap!r}; use a matplotlib name such as inferno, "
+                     "magma, viridis or turbo")
+  if not 0 < alpha <= 1:
+    raise ValueError(f"alpha must be in (0, 1]; got {alpha}")
+  os.makedirs(out, exist_ok=True)
+  files = [overlay_file_name(n) for n in names]
+  paths = []
+  for i, name in enumerate(names):
+    file = files[i] if files.count(files[i]) == 1 else f"{i:04d}_{files[i]}"
+    paths.append(overlay_figure(
+        images[i], heatmaps[i], os.path.join(out, file), title=str(name), alpha=alpha,
+        cmap=colormap, contours=None if contours is None else contours[i]))
   return paths
 
 
@@ -202,28 +353,40 @@ def ais_distributions(per_image_ais: Mapping[str, Any], out_png: str, *, bins: i
         "mad_per_image_mean": float(finite_img.mean()) if finite_img.size else None,
         "log10_mean_histogram_counts": hist["counts"], "log10_mean_histogram_edges": hist["edges"]}
     rows += [(label, k, float(mean[k]), float(mad_map[k])) for k in range(mean.size)]
-  # One set of bin edges per panel, shared by the models, so the bars compare.
+  # One set of bin edges per panel, shared by the models, so the curves compare. The MAD panels
+  # bin log10 of the (positive) deviations: a linear axis puts most maps in one bin.
+  panel_titles = ("how large: mean AIS of each map", "how variable per map: across images",
+                  "how variable per image: across maps")
   for j, ax in enumerate(axes):
     values = [p[0]["log10_mean"] if j == 0 else p[j] for p in panels.values()]
+    if j:
+      values = [np.log10(v[v > 0]) for v in values]
     pooled = np.concatenate([v for v in values] + [np.zeros(0)])
+    ax.set_title(f"({'abc'[j]}) {panel_titles[j]}", fontsize=9)
     if pooled.size == 0:
       continue
     edges = np.histogram_bin_edges(pooled, bins=bins)
     for (label, p), v in zip(panels.items(), values):
-      extra = f" ({p[0]['n_nonpositive']} of {p[0]['n_maps']} maps <= 0)" if j == 0 else ""
-      ax.hist(v, bins=edges, alpha=0.45, label=label + extra)
-    if j:
-      ax.tick_params(axis="x", labelrotation=30)
+      h = p[0]
+      if j == 0:
+        extra = f": {h['n_positive']} of {h['n_maps']} maps with mean > 0 shown"
+      elif j == 1:
+        extra = f": {v.size} maps"
+      else:
+        extra = f": {v.size} images"
+      ax.hist(v, bins=edges, histtype="step", lw=1.6, label=label + extra)
+    ax.set_yscale("log")
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
   for a, b in itertools.combinations(list(per_image_ais), 2):
     summary["ks"][f"{a} vs {b}"] = aim2.compare_models(per_image_ais[a], per_image_ais[b])
-  axes[0].set_xlabel("log10 mean AIS per map (positive means)")
-  axes[1].set_xlabel("mean absolute deviation of AIS per map (over images)")
-  axes[2].set_xlabel("mean absolute deviation of AIS per image (over maps)")
+  axes[0].set_xlabel("log10 mean AIS of a map (over images)")
+  axes[1].set_xlabel("log10 mean absolute deviation of a map's AIS over images")
+  axes[2].set_xlabel("log10 mean absolute deviation of an image's AIS over maps")
   for ax in axes:
-    ax.set_ylabel("count")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("count (log scale)")
+    ax.margins(y=0.25)
   if title:
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=10)
   stem = _stem(out_png)
   return [_save(fig, out_png),
           _write_csv(stem + ".csv", ["model", "map", "mean_ais", "mad_over_images"], rows),
@@ -234,60 +397,103 @@ def ais_distributions(per_image_ais: Mapping[str, Any], out_png: str, *, bins: i
 # Figure 4: precision-recall
 
 
+def pr_auc(recall: np.ndarray, precision: np.ndarray) -> float:
+  """Area under a precision-recall curve (trapezoids over recall, sorted; points with an
+  undefined value left out); NaN with fewer than two points."""
+  r, p = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
+  ok = np.isfinite(r) & np.isfinite(p)
+  if ok.sum() < 2:
+    return float("nan")
+  order = np.argsort(r[ok], kind="stable")
+  r, p = r[ok][order], p[ok][order]
+  return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2))
+
+
+ALL_IMAGES = "all images"
+
+
 def pr_curves(means: Mapping[str, Mapping[str, np.ndarray]], target_percentiles: Sequence[float],
               saliency_percentiles: Sequence[float], out_png: str, *,
               title: str | None = None) -> list[str]:
   """Precision-recall curves in the layout of the paper's Figure 4.
 
-  One panel per target percentile (AIS heatmap above its p-th percentile); in each, one curve per
-  dataset, traced over the saliency percentiles (recall on x, precision on y), with the chance
-  level (precision = target fraction) dashed.
+  One panel per target percentile (AIS heatmap above its p-th percentile, i.e. its top 100 - p %
+  pixels); in each, one curve per dataset, traced over the saliency percentiles (recall on x,
+  precision on y), with the chance level (precision = target fraction) dashed. The 'all images'
+  curve is drawn thick and black, the groups thin; the area under each curve (AUC) is in the
+  legend, which sits below the panels.
 
   Args:
     means: ``{dataset: PrecisionRecall.mean(...)}`` (``'precision'``/``'recall'`` ``[T, Q]``
       and the defined counts ``'n_precision'``/``'n_recall'``).
-    out_png: output; ``<stem>.csv`` holds every plotted point with its defined counts.
+    out_png: output; ``<stem>.csv`` holds every plotted point with its defined counts,
+      ``<stem>.json`` the AUC per dataset and target.
   """
   t = np.asarray(target_percentiles, np.float64)
   q = np.asarray(saliency_percentiles, np.float64)
-  fig = Figure(figsize=(3.2 * t.size, 3.5), layout="constrained")
-  rows = []
+  fig = Figure(figsize=(3.1 * t.size, 4.2), layout="constrained")
+  rows, aucs = [], {name: {} for name in means}
+  colours = itertools.cycle(["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
+                             "#a6761d", "#666666"])
+  style = {name: ({"color": "black", "lw": 2.2, "zorder": 5} if name == ALL_IMAGES
+                  else {"color": next(colours), "lw": 1.0, "alpha": 0.85}) for name in means}
+  handles = {}
   for j, p in enumerate(t):
     ax = fig.add_subplot(1, t.size, j + 1)
     for name, m in means.items():
       prec, rec = np.asarray(m["precision"])[j], np.asarray(m["recall"])[j]
-      ax.plot(rec, prec, marker=".", markersize=3, label=name)
+      auc = pr_auc(rec, prec)
+      aucs[name][f"top{100 - p:g}"] = auc
+      line, = ax.plot(rec, prec, **style[name])
+      handles.setdefault(name, line)
       for k in range(q.size):
         rows.append((name, p, q[k], float(rec[k]), float(prec[k]), int(m["n_recall"][j, k]),
                      int(m["n_precision"][j, k])))
-    ax.axhline(1 - p / 100, color="grey", ls="--", lw=0.8, label="chance")
+    ax.axhline(1 - p / 100, color="grey", ls="--", lw=0.8)
+    ax.text(0.98, 1 - p / 100 + 0.015, f"chance {1 - p / 100:.2f}", ha="right", va="bottom",
+            fontsize=7, color="grey")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_title(f"target: AIS > {p:g}th percentile", fontsize=8)
-    ax.set_xlabel("recall")
+    ax.set_title(f"target: top {100 - p:g}% of AIS pixels\n(AIS > {p:g}th percentile)",
+                 fontsize=9)
+    ax.set_xlabel("recall (share of target pixels found)")
     if j == 0:
-      ax.set_ylabel("precision")
-      ax.legend(fontsize=6)
+      ax.set_ylabel("precision (salient pixels in the target)")
     ax.grid(alpha=0.3)
+  labels = []
+  for name in means:
+    values = [v for v in aucs[name].values() if np.isfinite(v)]
+    labels.append(f"{name} (AUC " + "/".join(f"{v:.2f}" for v in aucs[name].values()) + ")"
+                  if values else f"{name} (AUC undefined)")
+  fig.legend([handles[n] for n in means], labels, loc="outside lower center",
+             ncol=min(4, len(means)), fontsize=7, frameon=False)
   if title:
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title + "  (AUC per panel, left to right)", fontsize=10)
   stem = _stem(out_png)
   return [_save(fig, out_png),
           _write_csv(stem + ".csv", ["dataset", "target_percentile", "saliency_percentile", "recall",
-                                     "precision", "n_recall_defined", "n_precision_defined"], rows)]
+                                     "precision", "n_recall_defined", "n_precision_defined"], rows),
+          _write_json(stem + ".json", {"figure": "precision-recall (paper Fig. 4)", "auc": aucs,
+                                       "target_percentiles": t, "saliency_percentiles": q})]
 
 
 # ----------------------------------------------------------------------------------------------
 # Figure 5: contour overlays
 
 
-def _contour(ax, x: np.ndarray, top: Sequence[float], colour: str) -> list[float]:
+def _contour(ax, x: np.ndarray, top: Sequence[float], colour: str,
+             linestyle: str = "solid") -> list[float]:
+  """Contours of the top-p% pixels of ``x`` (thicker = smaller set), each over a white halo so the
+  line stays visible whatever colour lies under it."""
+  from matplotlib import patheffects
   levels = np.percentile(x, [100 - p for p in top])  # thresholds, decreasing with top
   drawn = []
-  widths = np.linspace(2.0, 0.8, len(levels))
+  widths = np.linspace(2.2, 1.0, len(levels))
   for level, width in zip(levels, widths):
     if np.any(x > level) and np.any(x <= level):
-      ax.contour(x, levels=[level], colors=[colour], linewidths=[width])
+      cs = ax.contour(x, levels=[level], colors=[colour], linewidths=[width],
+                      linestyles=[linestyle])
+      cs.set_path_effects([patheffects.withStroke(linewidth=width + 2.2, foreground="white")])
     drawn.append(float(level))
   return drawn
 
@@ -295,43 +501,52 @@ def _contour(ax, x: np.ndarray, top: Sequence[float], colour: str) -> list[float
 def contour_overlays(images: Sequence[np.ndarray], ais_maps: Sequence[np.ndarray],
                      saliency_maps: Sequence[np.ndarray], rr: np.ndarray, out_png: str, *,
                      top: Sequence[float] = (5, 10, 15), names: Sequence[str] | None = None,
-                     index: Sequence[int] | None = None, ncols: int = 4) -> list[str]:
-  """AIS (red) and saliency (blue) contours at the top-p% thresholds, RR printed on each image.
+                     index: Sequence[int] | None = None, ncols: int = 4,
+                     labels: Mapping[int, str] | None = None) -> list[str]:
+  """AIS (red, solid) and saliency (blue, dashed) contours at the top-p% thresholds over a grey
+  copy of each image, RR printed on each image.
 
-  The layout of the paper's Figure 5. Thicker lines are the smaller sets (top 5%). A level whose
+  The layout of the paper's Figure 5. Thicker lines are the smaller sets (top 5%); every line has a
+  white halo, and the image is shown in grey, so no stimulus colour hides a contour. A level whose
   set is empty (ties at the maximum) draws no line.
 
   Args:
     images: n uint8 ``[H, W, 3]``; ais_maps, saliency_maps: n ``[H, W]`` maps at image resolution.
     rr: ``[n, L]`` relative risk at ``top`` (NaN = undefined, printed as 'undef.').
     index: images to draw (default the first 8).
+    labels: extra title text per drawn image (e.g. why it was chosen).
     out_png: output; ``<stem>.json`` holds the contour thresholds and RR per drawn image.
   """
   n = len(images)
   names = [str(i) for i in range(n)] if names is None else [str(s) for s in names]
   index = list(range(min(n, 8))) if index is None else [int(i) for i in index]
+  labels = dict(labels or {})
   rr = np.asarray(rr, np.float64)
   ncols = max(1, min(ncols, len(index)))
   nrows = int(np.ceil(len(index) / ncols))
-  fig = Figure(figsize=(2.8 * ncols, 3.0 * nrows + 0.4), layout="constrained")
+  fig = Figure(figsize=(2.9 * ncols, 3.2 * nrows + 0.5), layout="constrained")
   records = []
   for c, i in enumerate(index):
     ax = fig.add_subplot(nrows, ncols, c + 1)
-    ax.imshow(np.asarray(images[i]))
+    ax.imshow(grey_image(np.asarray(images[i])))
     a_levels = _contour(ax, np.asarray(ais_maps[i], np.float64), top, AIS_COLOUR)
-    s_levels = _contour(ax, np.asarray(saliency_maps[i], np.float64), top, SALIENCY_COLOUR)
+    s_levels = _contour(ax, np.asarray(saliency_maps[i], np.float64), top, SALIENCY_COLOUR,
+                        "dashed")
     text = "\n".join(f"RR{p:g}%: " + ("undef." if not np.isfinite(v) else f"{v:.2f}")
                      for p, v in zip(top, rr[i]))
     ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", ha="left", fontsize=7,
             color="white", bbox=dict(facecolor="black", alpha=0.55, pad=2, lw=0))
-    ax.set_title(names[i], fontsize=7)
+    extra = f"\n{labels[i]}" if i in labels else ""
+    ax.set_title(_short(names[i], 24) + extra, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     records.append({"index": i, "name": names[i], "top_percent": list(top), "rr": rr[i],
-                    "ais_thresholds": a_levels, "saliency_thresholds": s_levels})
+                    "ais_thresholds": a_levels, "saliency_thresholds": s_levels,
+                    "label": labels.get(i)})
   levels = "/".join(f"{p:g}" for p in top)
-  handles = [Line2D([], [], color=AIS_COLOUR, lw=2, label=f"AIS heatmap top {levels}%"),
-             Line2D([], [], color=SALIENCY_COLOUR, lw=2, label=f"saliency top {levels}%")]
+  handles = [Line2D([], [], color=AIS_COLOUR, lw=2, label=f"AIS heatmap top {levels}% (solid)"),
+             Line2D([], [], color=SALIENCY_COLOUR, lw=2, ls="dashed",
+                    label=f"saliency top {levels}% (dashed)")]
   fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
   stem = _stem(out_png)
   return [_save(fig, out_png),

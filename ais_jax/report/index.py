@@ -46,6 +46,7 @@ class Table:
   how_to_read: str
   data: Sequence[str] = ()
   digits: int = 4
+  collapsed: bool = False   # long tables: shown folded, opened by a click
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +80,11 @@ def format_cell(value: Any, digits: int = 4) -> str:
 def _links(data: Sequence[str]) -> str:
   if not data:
     return ""
-  links = ", ".join(f'<a href="{html.escape(p, quote=True)}">{html.escape(os.path.basename(p))}</a>'
-                    for p in data)
+  base = [os.path.basename(p) for p in data]
+  # A file name that occurs twice (three run folders' summary.json) is shown with its folder.
+  shown = [p if base.count(b) > 1 else b for p, b in zip(data, base)]
+  links = ", ".join(f'<a href="{html.escape(p, quote=True)}">{html.escape(s)}</a>'
+                    for p, s in zip(data, shown))
   return f'<p class="data">Numbers behind it: {links}</p>'
 
 
@@ -96,10 +100,12 @@ def _render(item) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in item.header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(format_cell(v, item.digits))}</td>"
                                     for v in row) + "</tr>" for row in item.rows)
+    table = f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    if item.collapsed:
+      table = (f'<details><summary>Show the {len(item.rows)} rows</summary>{table}</details>')
     return (f'<div class="table"><h3>{html.escape(item.title)}</h3>'
             f'<p class="read"><b>How to read it:</b> {html.escape(item.how_to_read)}</p>'
-            f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-            f'{_links(item.data)}</div>')
+            f'{table}{_links(item.data)}</div>')
   if isinstance(item, Text):
     title = f"<h3>{html.escape(item.title)}</h3>" if item.title else ""
     return title + "".join(f"<p>{html.escape(p)}</p>" for p in item.paragraphs)
@@ -115,7 +121,7 @@ p.data{font-size:.85em;color:#555}figure{margin:0 0 1.5em}img{border:1px solid #
 table{border-collapse:collapse;font-size:.85em;margin:.3em 0}
 td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}.meta{font-size:.85em;color:#555}
-nav a{margin-right:1em}
+nav a{margin-right:1em}summary{cursor:pointer;color:#225}
 """
 
 
@@ -134,8 +140,12 @@ def referenced_files(items: Sequence[Union[Figure, Table, Text]]) -> list[str]:
 
 
 def write_index(out_dir: str, *, title: str, sections: Sequence[Section],
-                intro: Sequence[str] = (), footer: Sequence[str] = ()) -> str:
+                intro: Sequence[str] = (), footer: Sequence[str] = (),
+                links: Sequence[tuple] = ()) -> str:
   """Writes ``out_dir/index.html``; returns its path.
+
+  ``links``: ``(path, text)`` pages beside the report (e.g. the heatmap browser), listed first in
+  the navigation bar; they are checked like every other referenced file.
 
   Raises:
     FileNotFoundError naming every referenced file that does not exist under ``out_dir`` (the
@@ -143,14 +153,16 @@ def write_index(out_dir: str, *, title: str, sections: Sequence[Section],
   """
   all_items = [item for s in sections for item in s.items]
   missing = []
-  for path in referenced_files(all_items):
+  for path in [p for p, _ in links] + referenced_files(all_items):
     if os.path.isabs(path) or os.path.normpath(path).startswith(".."):
       raise ValueError(f"report file {path!r} must be relative to the output folder {out_dir}")
     if not os.path.isfile(os.path.join(out_dir, path)):
       missing.append(path)
   if missing:
     raise FileNotFoundError(f"{out_dir}: the report references missing files: {', '.join(missing)}")
-  nav = " ".join(f'<a href="#{_anchor(s.title)}">{html.escape(s.title)}</a>' for s in sections)
+  nav = " ".join([f'<a class="page" href="{html.escape(p, quote=True)}"><b>{html.escape(t)}</b></a>'
+                  for p, t in links]
+                 + [f'<a href="#{_anchor(s.title)}">{html.escape(s.title)}</a>' for s in sections])
   parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>"]

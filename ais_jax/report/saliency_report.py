@@ -120,9 +120,14 @@ def load_images_for_run(run: dict, images: Optional[str]) -> list[np.ndarray]:
   return out
 
 
-def dataset_labels(run: dict, datasets: Optional[str] = None) -> list[str]:
-  """One dataset label per image: ``datasets`` (a text file), the run's, else one label."""
+def dataset_labels(run: dict, datasets: Optional[str] = None,
+                   categories: Optional[str] = None) -> list[str]:
+  """One dataset label per image: ``categories`` (a ``name,category`` CSV,
+  ``ais_jax.io.categories``), ``datasets`` (a text file), the run's, else one label."""
   names = run["image_names"]
+  if categories:
+    from ais_jax.io import categories as categories_io
+    return categories_io.load_categories(categories, names)
   if datasets:
     labels = read_lines(datasets)
   elif run.get("datasets") is not None:
@@ -186,10 +191,41 @@ def saliency_label(saliency: str) -> str:
 # The comparison
 
 
+def contour_examples(rr: np.ndarray, top: Sequence[float], labels: Sequence[str],
+                     n_examples: int = 8, index: Optional[Sequence[int]] = None) -> tuple:
+  """The images of the contour figure and why each was chosen.
+
+  Default (``index`` None): ranked by the relative risk at the middle level (top 10%), the highest
+  and the lowest of each dataset label when there are several (``n_examples`` spread from highest
+  to lowest when there is one).
+
+  Returns:
+    (image indices, ``{index: label}``).
+  """
+  rr = np.asarray(rr, np.float64)
+  level = len(top) // 2
+  name = f"RR{top[level]:g}%"
+  if index is not None:
+    return list(index), {}
+  groups = list(dict.fromkeys(labels))
+  per_group = 2 if len(groups) > 1 else n_examples
+  chosen = figures.select_examples(labels, per_group, statistic=rr[:, level])
+  text = {}
+  for g in groups:
+    in_group = [i for i in chosen if labels[i] == g]
+    for k, i in enumerate(in_group):
+      where = ("highest" if k == 0 else "lowest" if k == len(in_group) - 1 else "")
+      prefix = f"{g}: " if len(groups) > 1 else ""
+      text[i] = f"{prefix}{where} {name}".strip() if where else f"{prefix}{name} rank {k + 1}"
+  return chosen, text
+
+
 def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: Sequence[str],
             out: str, *, saliency: str = SPECTRAL_RESIDUAL, saliency_fit: str = "resize",
             maps: Optional[Sequence[np.ndarray]] = None, index: Optional[Sequence[int]] = None,
-            ais_run: Optional[str] = None, command: Any = None) -> dict:
+            n_examples: int = 8, ais_run: Optional[str] = None, command: Any = None,
+            save_overlays: bool = False, alpha: float = 0.75,
+            colormap: str = figures.HEAT_CMAP) -> dict:
   """Compares AIS heatmaps with saliency maps and writes the files of the module docstring.
 
   Args:
@@ -201,9 +237,13 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
     saliency: what ``maps`` are ('spectral_residual', a path); recorded and used in titles.
     saliency_fit: how external maps were fitted (recorded).
     maps: the saliency maps at image resolution (default: :func:`saliency_maps`).
-    index: images drawn in the contour figure (default the first 8).
+    index: images drawn in the contour figure (default :func:`contour_examples`: by relative
+      risk, highest and lowest).
+    n_examples: images in the contour figure when there is one dataset label.
     ais_run: the AIS run folder the heatmaps come from (recorded).
     command: the command line (recorded).
+    save_overlays: also write ``overlays/<image>.png`` per image (image, heatmap overlay with a
+      colorbar, AIS and saliency contours), with ``colormap`` and ``alpha``.
 
   Returns:
     The summary written to ``saliency_summary.json`` (its ``files`` are the other files written,
@@ -251,10 +291,17 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
       + [f"reason_top{p:g}" for p in rr.top],
       [[n, labels[i]] + list(rr.rr[i]) + [saliency_lib.RR_REASONS[int(c)] for c in rr.reason[i]]
        for i, n in enumerate(names)]))
-  index = list(range(min(8, len(names)))) if index is None else list(index)
+  index, example_labels = contour_examples(rr.rr, list(rr.top), labels, n_examples, index)
   paths += figures.contour_overlays(list(images), ais_maps, maps, rr.rr,
                                     os.path.join(out, "contours.png"), top=tuple(rr.top),
-                                    names=names, index=index)
+                                    names=names, index=index, labels=example_labels)
+  if save_overlays:
+    top = tuple(rr.top)
+    paths += figures.write_overlays(images, ais_maps, names, os.path.join(out, "overlays"), alpha=alpha,
+                            colormap=colormap, contours=[
+                                {"AIS": (a, top, figures.AIS_COLOUR, "solid"),
+                                 "saliency": (m, top, figures.SALIENCY_COLOUR, "dashed")}
+                                for a, m in zip(ais_maps, maps)])
   all_label = "all images" if len(groups) > 1 else groups[0]
   summary_path = os.path.join(out, "saliency_summary.json")
   summary = {
@@ -274,7 +321,9 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
 
 def run_saliency(ais_run: str, saliency: str, out: str, *, saliency_fit: str = "resize",
                  images: Optional[str] = None, datasets: Optional[str] = None,
-                 n_examples: int = 8, command: Any = None) -> dict:
+                 categories: Optional[str] = None, n_examples: int = 8, command: Any = None,
+                 save_overlays: bool = False, alpha: float = 0.75,
+                 colormap: str = figures.HEAT_CMAP) -> dict:
   """:func:`compare` for one AIS run folder (``experiments.ais`` / ``experiments.run``).
 
   Args:
@@ -284,8 +333,10 @@ def run_saliency(ais_run: str, saliency: str, out: str, *, saliency_fit: str = "
     saliency_fit: 'resize' or 'crop' for external maps.
     images: overrides the images recorded in the run.
     datasets: text file with one dataset label per image (default: the run's datasets.txt).
-    n_examples: images drawn in the contour figure (the first n).
+    categories: a ``name,category`` CSV (replaces ``datasets``).
+    n_examples: images drawn in the contour figure (chosen by relative risk).
     command: the command line (recorded).
+    save_overlays, alpha, colormap: per-image overlays (:func:`compare`).
 
   Returns:
     :func:`compare`'s summary.
@@ -293,7 +344,7 @@ def run_saliency(ais_run: str, saliency: str, out: str, *, saliency_fit: str = "
   run = load_ais_run(ais_run)
   names = run["image_names"]
   imgs = load_images_for_run(run, images)
-  labels = dataset_labels(run, datasets)
+  labels = dataset_labels(run, datasets, categories)
   return compare(imgs, np.asarray(run["heatmaps"]), names, labels, out, saliency=saliency,
-                 saliency_fit=saliency_fit, index=range(min(n_examples, len(names))),
-                 ais_run=ais_run, command=command)
+                 saliency_fit=saliency_fit, n_examples=n_examples, ais_run=ais_run,
+                 command=command, save_overlays=save_overlays, alpha=alpha, colormap=colormap)

@@ -4,40 +4,30 @@ Each section module holds the analysis, the figures and the HTML items (``ais_ja
 items) of one part of the report, so a figure's code is found by its section's name:
 
 * :mod:`.run_data`   - the cohort (planted / 92 images / your own) and one AIS run per model;
+* :mod:`.summary_text` - "What this run shows": the interpretation paragraph, from the numbers;
 * :mod:`.planted`    - planted truth: heatmap mass on the target vs the distractor;
-* :mod:`.heatmaps`   - AIS heatmaps, the mean-activation baseline, per-image overlays, top maps;
-* :mod:`.similarity` - the human and model similarity matrices side by side (RDMs) and their
-  scatter;
+* :mod:`.similarity` - the human and model similarity matrices side by side, ordered by category,
+  with their agreement, scatter and per-image agreement;
+* :mod:`.heatmaps`   - AIS heatmaps and the mean-activation baseline for examples chosen by
+  per-image agreement;
+* :mod:`.top_maps`   - the maps ranked first by cohort AIS, with the images activating each most;
 * :mod:`.selection`  - cross-validated map selection (``ais_jax.selection``) and its figures;
 * :mod:`.aim2`       - AIS distributions, Match between models, cohort AIS by category;
 * :mod:`.saliency`   - AIS heatmaps vs saliency (precision-recall, relative risk, contours);
 * :mod:`.reproduction` - the models table and the rerun command.
 
-A section function takes the run's data (:class:`run_data.Cohort`, :class:`run_data.ModelRun`, the
-output folder) and returns a :class:`SectionOutput`: the report items, the files it wrote
-(relative to the output folder) and the numbers for ``summary.json``. ``ais_jax.main_job`` calls
-them in order and assembles ``index.html``.
+Each section module has an analysis function that takes the run's data
+(:class:`run_data.Cohort`, :class:`run_data.ModelRun`, the output folder), writes its figures and
+returns its numbers with the files it wrote (``'files'``, relative to the output folder), and a
+``section(...)`` function that turns those numbers into the report items. ``ais_jax.main_job`` calls
+them in order and assembles ``index.html``; ``ais_jax.report.browser`` writes the interactive
+``browser.html`` beside it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any, Optional
-
-from ais_jax.report import index
-
-
-@dataclasses.dataclass
-class SectionOutput:
-  """What one section produced.
-
-  section: the report section (None: nothing to show); files: written paths relative to the
-  output folder; results: numbers recorded in summary.json under the section's key.
-  """
-  section: Optional[index.Section]
-  files: list
-  results: Any = None
+from typing import Any
 
 
 def relative(paths, out_dir: str) -> list:

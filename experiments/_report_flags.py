@@ -1,0 +1,43 @@
+"""Flags of the experiment commands that draw figures (``experiments.ais``,
+``experiments.saliency``, ``experiments.run``), defined once here so their meaning is the same
+everywhere:
+
+    --save_overlays --colormap --alpha     (define_overlay_flags)
+    --categories                           (define_categories_flag)
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from experiments import _common
+
+
+def define_overlay_flags() -> None:
+  """--save_overlays, --colormap, --alpha (registered for the calling module)."""
+  _common.define_flag(
+      flags.DEFINE_bool, "save_overlays", False, "Write overlays/<image>.png: each image beside "
+      "its AIS heatmap over a grey copy of it, with a colorbar (each map scaled to its own "
+      "range); experiments.saliency adds the AIS and saliency contours.",
+      module_name=_caller())
+  _common.define_flag(
+      flags.DEFINE_string, "colormap", "inferno", "Matplotlib colormap of the overlays "
+      "(perceptually uniform ones read best: inferno, magma, viridis).", module_name=_caller())
+  _common.define_flag(
+      flags.DEFINE_float, "alpha", 0.75, "Opacity of the overlay at the hottest pixel (0-1; "
+      "cooler pixels are more transparent).", lower_bound=0.01, upper_bound=1.0,
+      module_name=_caller())
+
+
+def define_categories_flag() -> None:
+  """--categories (a CSV ``name,category``; ``ais_jax.io.categories``)."""
+  _common.define_flag(
+      flags.DEFINE_string, "categories", "", "CSV 'name,category' with the category of each "
+      "image (by the names the image loader reports): figures and the report group, order and "
+      "label images by it; the 92-image set brings its own.", module_name=_caller())
+
+
+def _caller() -> str:
+  import sys
+  name = sys._getframe(2).f_globals["__name__"]  # pylint: disable=protected-access
+  return sys.argv[0] if name == "__main__" else name
