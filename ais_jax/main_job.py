@@ -38,10 +38,11 @@ K92_MATCH_WEIGHTS = ("efficientnet_lite1_imagenet", "efficientnet_lite2_imagenet
 
 
 # Flags recorded in summary.json (and replayed by its rerun command).
-FLAG_NAMES = ("dataset", "data_dir", "n_images", "image_size", "seed", "noise_sd", "arch",
-              "weights", "images", "image_list", "human", "human_key", "human_kind", "similarity",
-              "comparison", "cohort_score", "precision", "batch_size", "memory_budget_gb",
-              "folds", "seeds", "selection_seed", "selection_score", "random_orders",
+FLAG_NAMES = ("dataset", "data_dir", "n_images", "image_size", "planted_seed", "noise_sd",
+              "arch", "weights", "images", "image_list", "tfds_data_dir", "human",
+              "human_labels", "human_key", "human_kind", "similarity", "comparison",
+              "cohort_score", "precision", "batch_size", "memory_budget_gb", "folds", "seeds",
+              "fold_seed", "min_test_images", "selection_score", "random_orders",
               "match_weights", "saliency", "examples_per_group", "save_feature_maps", "out")
 
 
@@ -53,13 +54,15 @@ class RunConfig:
   data_dir: str = ""
   n_images: int = 48
   image_size: int = 224
-  seed: int = 0
+  planted_seed: int = 0
   noise_sd: float = 0.05
   arch: str = ""
   weights: str = DEFAULT_WEIGHTS
   images: str = ""
   image_list: str = ""
+  tfds_data_dir: str = ""
   human: str = ""
+  human_labels: str = ""
   human_key: str = ""
   human_kind: str = "similarity"
   similarity: str = "pearson"
@@ -70,7 +73,8 @@ class RunConfig:
   memory_budget_gb: float = 2.0
   folds: int = 5
   seeds: int = 8
-  selection_seed: int = 0
+  fold_seed: int = 0
+  min_test_images: int = 4
   selection_score: str = "r2"
   random_orders: int = 1
   match_weights: Optional[Sequence[str]] = None
@@ -314,10 +318,10 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   summary = {
       "tool": "experiments.run", "command": list(command) if command is not None else None,
       "rerun": rerun, "flags": flag_values, "dataset": dataset,
-      "seeds": {"planted": config.seed if dataset == "planted" else None,
-                "selection_folds": list(range(config.selection_seed,
-                                              config.selection_seed + config.seeds)),
-                "random_orders": f"numpy default_rng(({config.selection_seed}, 1))"},
+      "seeds": {"planted": config.planted_seed if dataset == "planted" else None,
+                "selection_folds": list(range(config.fold_seed,
+                                              config.fold_seed + config.seeds)),
+                "random_orders": f"numpy default_rng(({config.fold_seed}, 1))"},
       "inputs": cohort.inputs,
       "models": {m.label: {"weights": m.weights, "spec": m.spec.metadata(),
                            "checkpoint": {k: v for k, v in m.provenance.items() if k != "shapes"},

@@ -174,8 +174,12 @@ def load_model(weights, arch: Optional[str] = None):
   return spec, variables, provenance, module
 
 
-def _describe_images(images, image_list, names) -> dict:
-  if isinstance(images, (str, os.PathLike)):
+def _describe_images(images, image_list, names, loaded=None) -> dict:
+  if isinstance(images, (str, os.PathLike)) and os.fspath(images).startswith(
+      images_io.TFDS_PREFIX):
+    record = {"path": os.fspath(images), "kind": "tfds",
+              "sha256": _describe_images(loaded, None, names)["sha256"]}
+  elif isinstance(images, (str, os.PathLike)):
     path = os.fspath(images)
     if os.path.isdir(path):
       per_file = [{"name": n, "sha256": runs.sha256_file(os.path.join(path, n))} for n in names]
@@ -326,6 +330,7 @@ def _environment() -> dict:
 
 def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional[str] = None,
             image_list: Optional[str] = None, image_names: Optional[Sequence[str]] = None,
+            tfds_data_dir: Optional[str] = None, human_labels: Optional[str] = None,
             human_key: Optional[str] = None, human_kind: str = "similarity",
             similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
             precision: str = "exact", batch_size: int = 32, memory_budget_gb: float = 2.0,
@@ -345,6 +350,10 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
     arch: if given, must match the weights' architecture.
     image_list: order file for a directory of images.
     image_names: names for in-memory images (default ``'0'``, ``'1'``, ...).
+    tfds_data_dir: tfds' data_dir for ``images='tfds:NAME[:SPLIT][:COUNT]'``.
+    human_labels: text file naming the rows of a ``.npy``/``.mat`` ``human`` (a labelled
+      ``.csv`` names its own): the matrix is reordered to the image order
+      (:func:`ais_jax.io.human.load_human_labelled`).
     human_key: ``.mat`` variable name.
     human_kind: 'similarity' or 'dissimilarity' (negated).
     similarity: 'pearson' | 'spearman' | 'cosine' (model similarity between embeddings).
@@ -383,7 +392,8 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
     if not os.fspath(images):
       raise UserInputError("--images", "required: a directory of images or a .npy uint8 array "
                            "[n, H, W, 3]")
-    loaded, names = images_io.load_images(images, image_list=image_list)
+    loaded, names = images_io.load_images(images, image_list=image_list,
+                                          tfds_data_dir=tfds_data_dir)
   else:
     if image_list:
       raise UserInputError("--image_list", "only applies to a directory of images")
@@ -394,6 +404,7 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
                            f"{list(loaded.shape)}")
     names = list(image_names) if image_names is not None else [str(i) for i in range(len(loaded))]
   n = len(loaded)
+  images_record = _describe_images(images, image_list, names, loaded)
   if len(names) != n:
     raise UserInputError("image_names", f"{len(names)} names for {n} images")
   timings["load_images"] = time.perf_counter() - t
@@ -405,9 +416,13 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
       raise UserInputError("--human", "required: a .npy, .csv or .mat similarity matrix [n, n] "
                            "in the image order")
     from ais_jax.io import human as human_io
-    human_matrix = human_io.load_human(human, key=human_key, kind=human_kind, n_images=n)
+    labelled = human_io.load_human_labelled(human, key=human_key, kind=human_kind, n_images=n,
+                                            image_names=names, labels=human_labels or None)
+    human_matrix = labelled.matrix
     human_record = {"path": os.path.abspath(os.fspath(human)), "sha256": runs.sha256_file(human),
-                    "key": human_key, "kind": human_kind}
+                    "key": human_key, "kind": human_kind, "labels": labelled.labels,
+                    "labels_file": os.path.abspath(human_labels) if human_labels else None,
+                    "reordered_to_image_order": labelled.reordered}
   else:
     from ais_jax import validation
     matrix = np.asarray(human, np.float64)
@@ -485,7 +500,7 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
       "checkpoint": {"dir": checkpoint_dir,
                      **{k_: v for k_, v in provenance.items()
                         if k_ not in ("shapes", "checkpoint_dir")}},
-      "inputs": {"images": _describe_images(images, image_list, names), "human": human_record},
+      "inputs": {"images": images_record, "human": human_record},
       "counts": {"images": n, "maps": int(k), "map_size": [int(h), int(w)],
                  "embedding_dim": int(embeddings.shape[-1]),
                  "input_size": [int(resized.shape[1]), int(resized.shape[2])]},

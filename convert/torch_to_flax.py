@@ -14,12 +14,15 @@ from absl import app
 from absl import flags
 
 from ais_jax.io import weights
+from experiments import _common
 
 _ARCH = flags.DEFINE_string("arch", None, "Architecture name (ais_jax.models.names()).",
                             required=True)
-_SRC = flags.DEFINE_string("src", None, "State dict file: .pth/.pt or .safetensors.",
-                           required=True)
-_DST = flags.DEFINE_string("dst", None, "Checkpoint directory to create.", required=True)
+_SRC = flags.DEFINE(_common.PathParser(), "src", None, "State dict file: .pth/.pt or "
+                    ".safetensors (~ and $VARS expanded).", serializer=flags.ArgumentSerializer(),
+                    required=True)
+_DST = flags.DEFINE(_common.PathParser(), "dst", None, "Checkpoint directory to create (~ and "
+                    "$VARS expanded).", serializer=flags.ArgumentSerializer(), required=True)
 _NUM_CLASSES = flags.DEFINE_integer(
     "num_classes", None, "Classifier size in the file (default: the architecture's; 0: none).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --dst.")
@@ -34,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _common.run(main)  # one-line errors; library INFO logs only with --verbosity

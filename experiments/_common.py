@@ -1,12 +1,22 @@
 """Shared pieces of the experiment scripts: flag groups, progress lines, user-error handling.
 
-Each ``define_*`` function defines one group of absl flags once (a second call is a no-op), so
-several experiment scripts share the exact names and help texts of issue 5:
+Each ``define_*`` function defines one group of absl flags, so several experiment scripts share
+the exact names and help texts:
 
     --arch --weights --batch_size --precision                       (define_model_flags)
-    --images --image_list --human --human_key --human_kind          (define_cohort_flags)
+    --images --image_list --tfds_data_dir --human --human_labels
+    --human_key --human_kind                                        (define_cohort_flags)
     --similarity --comparison --cohort_score --memory_budget_gb     (define_ais_flags)
+    --folds --seeds --fold_seed --min_test_images --random_orders   (define_selection_flags)
+    --selection_score, --alternative, --saliency                    (define_*_flag)
     --out --overwrite --[no]progress --save_feature_maps            (define_output_flags)
+
+Rules: a flag that seeds something names what it seeds (``--fold_seed``, ``--planted_seed``,
+``--bootstrap_seed``; ``--folds`` and ``--seeds`` are counts). A shared flag is defined once, here:
+defining it again with the same meaning reuses it, with a different meaning (type, default,
+allowed values, help) is an error (:func:`define_flag`). Every flag defined through these functions
+is a key flag of the module that asked for it, so ``python -m MODULE --help`` lists it
+(``--helpfull`` adds absl's own). Path flags (:func:`define_path`) expand ``~`` and ``$VARS``.
 
 :func:`run` replaces ``absl.app.run``: a flag error or an
 :class:`ais_jax.errors.UserInputError` ends the program with one line ``error: <input>: <problem>``
@@ -15,6 +25,9 @@ on stderr and exit status 2, not a traceback; other exceptions are bugs and keep
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
 import time
 import warnings
@@ -30,82 +43,219 @@ FLAGS = flags.FLAGS
 USER_ERROR_EXIT_CODE = 2
 
 
-def _defined(name: str) -> bool:
-  return name in FLAGS
+# ----------------------------------------------------------------------------------------------
+# Flag definitions
 
 
-def define_flag(define: Callable[..., object], name: str, *args, **kwargs) -> None:
-  """``define(name, *args, **kwargs)`` unless a flag ``name`` already exists (the first is kept).
+class PathParser(flags.ArgumentParser):
+  """A path flag's value with ``~`` and ``$VARS`` expanded (``--dst=~/ckpt`` -> ``$HOME/ckpt``).
 
-  Several experiment modules define the same option (--seed, --folds, --saliency, ...); absl
-  refuses a second definition, so a module imported next to another keeps the first one. The flag
-  is registered for the calling module (as a direct ``flags.DEFINE_*`` call would be), so it stays
-  in that module's ``--help``.
+  Values that are not paths (a registry name, ``spectral_residual``) pass through unchanged.
   """
+
+  def parse(self, argument):
+    if not isinstance(argument, str):
+      raise TypeError(f"expected a path string, got {argument!r}")
+    return expand_path(argument)
+
+  def flag_type(self):
+    return "path"
+
+
+class PathListParser(flags.ListParser):
+  """A comma-separated list of paths, each expanded as :class:`PathParser` does."""
+
+  def parse(self, argument):
+    return [expand_path(p) for p in super().parse(argument)]
+
+  def flag_type(self):
+    return "path list"
+
+
+def expand_path(value: str) -> str:
+  """``~`` and ``$VARS`` expanded; an empty value stays empty."""
+  return os.path.expandvars(os.path.expanduser(value)) if value else value
+
+
+def _caller_module(depth: int) -> str:
+  """The module name ``depth`` frames up, as absl names modules (``sys.argv[0]`` for __main__)."""
+  name = sys._getframe(depth + 1).f_globals["__name__"]  # pylint: disable=protected-access
+  return sys.argv[0] if name == "__main__" else name
+
+
+def _meaning(flag) -> tuple:
+  """What a flag means: type, default, allowed values and help (compared on redefinition)."""
+  parser = flag.parser
+  return (flag.flag_type(), flag.default, getattr(parser, "enum_values", None),
+          getattr(parser, "lower_bound", None), getattr(parser, "upper_bound", None),
+          " ".join(flag.help.split()))
+
+
+def define_flag(define: Callable[..., object], name: str, *args, module_name: str | None = None,
+                **kwargs) -> None:
+  """``define(name, *args, **kwargs)``, or nothing when the same flag is already defined.
+
+  Several experiment modules share options; absl refuses a second definition, so a module
+  imported next to another one that defined the same flag with the same meaning (type, default,
+  allowed values, help) reuses it. A second definition with a different meaning is an error
+  (``flags.Error``): a shared flag is defined once, in this module's ``define_*`` groups. Either
+  way the flag is a key flag of the calling module, so that module's ``--help`` lists it.
+  """
+  module_name = module_name or _caller_module(1)
   if name in FLAGS:
-    return
-  module_name = sys._getframe(1).f_globals["__name__"]  # pylint: disable=protected-access
-  kwargs.setdefault("module_name", sys.argv[0] if module_name == "__main__" else module_name)
-  define(name, *args, **kwargs)
+    existing = FLAGS[name]
+    probe = flags.FlagValues()
+    define(name, *args, flag_values=probe, **kwargs)
+    if _meaning(probe[name]) != _meaning(existing):
+      defined_by = FLAGS.find_module_defining_flag(name, default="?")
+      raise flags.Error(
+          f"--{name} is defined twice with different meanings ({defined_by}: "
+          f"{_meaning(existing)}; {module_name}: {_meaning(probe[name])}); define it once in "
+          "experiments/_common.py and call that definition from both")
+  else:
+    define(name, *args, module_name=module_name, **kwargs)
+  FLAGS.register_key_flag_for_module(module_name, FLAGS[name])
+
+
+def define_path(name: str, default: str | None, help_text: str, *,
+                module_name: str | None = None, **kwargs) -> None:
+  """A string flag holding a path (or a name), with ``~`` and ``$VARS`` expanded."""
+  define_flag(_define_path, name, default, help_text,
+              module_name=module_name or _caller_module(1), **kwargs)
+
+
+def define_path_list(name: str, default, help_text: str, *, module_name: str | None = None,
+                     **kwargs) -> None:
+  """A comma-separated list of paths, each with ``~`` and ``$VARS`` expanded."""
+  define_flag(_define_path_list, name, default, help_text,
+              module_name=module_name or _caller_module(1), **kwargs)
+
+
+def _define_path(name, default, help_text, **kwargs):
+  return flags.DEFINE(PathParser(), name, default, help_text,
+                      serializer=flags.ArgumentSerializer(), **kwargs)
+
+
+def _define_path_list(name, default, help_text, **kwargs):
+  return flags.DEFINE(PathListParser(), name, default, help_text,
+                      serializer=flags.CsvListSerializer(","), **kwargs)
 
 
 def define_model_flags() -> None:
   """--arch, --weights, --batch_size, --precision."""
-  if _defined("weights"):
-    return
-  flags.DEFINE_string("arch", "", "Architecture (ais_jax.models name, e.g. efficientnet_lite0, "
-                      "vgg16). Optional: taken from the weights; checked against them if given.")
-  flags.DEFINE_string("weights", "", "Registered weights name (e.g. efficientnet_lite0_imagenet) "
-                      "or a checkpoint directory from `python -m convert.torch_to_flax`. "
-                      "Required: random weights are not allowed.")
-  flags.DEFINE_integer("batch_size", 32, "Images per trunk batch (the last batch is padded to "
-                       "this size so the trunk compiles once).", lower_bound=1)
-  flags.DEFINE_enum("precision", "exact", ["exact", "float32", "fast"],
-                    "exact: head and similarities in float64; float32: head in float32 "
-                    "(precision HIGHEST); fast: head in TF32/bf16. Similarities are float64 in "
-                    "every mode (DESIGN.md section 3).")
+  module = _caller_module(1)
+  define_flag(flags.DEFINE_string, "arch", "", "Architecture (ais_jax.models name, e.g. "
+              "efficientnet_lite0, vgg16). Optional: taken from the weights; checked against "
+              "them if given.", module_name=module)
+  define_path("weights", "", "Registered weights name (e.g. efficientnet_lite0_imagenet; see "
+              "python -m convert.fetch --list) or a checkpoint directory from "
+              "`python -m convert.torch_to_flax`. Random weights are not allowed.",
+              module_name=module)
+  define_flag(flags.DEFINE_integer, "batch_size", 32, "Images per trunk batch (the last batch "
+              "is padded to this size so the trunk compiles once).", lower_bound=1,
+              module_name=module)
+  define_flag(flags.DEFINE_enum, "precision", "exact", ["exact", "float32", "fast"],
+              "exact: head and similarities in float64; float32: head in float32 (precision "
+              "HIGHEST); fast: head in TF32/bf16. Similarities are float64 in every mode "
+              "(DESIGN.md section 3).", module_name=module)
 
 
-def define_cohort_flags() -> None:
-  """--images, --image_list, --human, --human_key, --human_kind."""
-  if _defined("images"):
+def define_cohort_flags(human: bool = True) -> None:
+  """--images, --image_list, --tfds_data_dir, and with ``human``: --human, --human_labels,
+  --human_key, --human_kind."""
+  module = _caller_module(1)
+  define_path("images", "", "A directory of image files (png/jpg/jpeg/bmp/tif/tiff/gif/webp; "
+              "sorted by file name), a .npy uint8 array [n, H, W, 3], or "
+              "tfds:NAME[:SPLIT][:COUNT] (a prepared tensorflow-datasets dataset; needs the "
+              "tfds extra).", module_name=module)
+  define_path("image_list", "", "Text file with one image file name per line: the images of "
+              "--images (a directory) to use, in this order; with a .npy --images, the names "
+              "of its images.", module_name=module)
+  define_path("tfds_data_dir", "", "data_dir of a prepared tensorflow-datasets dataset for "
+              "--images=tfds:... (default: tfds' own, ~/tensorflow_datasets). Nothing is "
+              "downloaded.", module_name=module)
+  if not human:
     return
-  flags.DEFINE_string("images", "", "A directory of image files (png/jpg/jpeg/bmp/tif/tiff/gif/"
-                      "webp; sorted by file name) or a .npy uint8 array [n, H, W, 3].")
-  flags.DEFINE_string("image_list", "", "Text file with one image file name per line: the "
-                      "images of --images (a directory) to use, in this order.")
-  flags.DEFINE_string("human", "", "Human similarity matrix [n, n] in the image order: .npy, "
-                      ".csv (numbers only, no header, nan or empty for missing) or .mat.")
-  flags.DEFINE_string("human_key", "", "Variable of a .mat --human file (required when it "
-                      "holds more than one matrix).")
-  flags.DEFINE_enum("human_kind", "similarity", ["similarity", "dissimilarity"],
-                    "What --human holds; dissimilarities are negated (S = -D).")
+  define_path("human", "", "Human similarity matrix [n, n]: .npy, .csv or .mat. A .csv holds "
+              "numbers only (nan or empty for missing) in the image order, or is labelled as "
+              "pandas' to_csv writes it (header row of image names after an empty corner cell, "
+              "each row starting with its name): then it is reordered to the image order.",
+              module_name=module)
+  define_path("human_labels", "", "Text file with the image name of each row/column of a "
+              ".npy/.mat --human (one per line): the matrix is reordered to the image order.",
+              module_name=module)
+  define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat --human file (required "
+              "when it holds more than one matrix).", module_name=module)
+  define_flag(flags.DEFINE_enum, "human_kind", "similarity", ["similarity", "dissimilarity"],
+              "What --human holds; dissimilarities are negated (S = -D).", module_name=module)
 
 
 def define_ais_flags() -> None:
   """--similarity, --comparison, --cohort_score, --memory_budget_gb."""
-  if _defined("similarity"):
-    return
-  flags.DEFINE_enum("similarity", "pearson", ["pearson", "spearman", "cosine"],
-                    "Similarity between two images' embeddings.")
-  flags.DEFINE_enum("comparison", "pearson", ["pearson", "spearman"],
-                    "Agreement between model and human similarities.")
-  flags.DEFINE_enum("cohort_score", "r", ["r", "r2"],
-                    "Cohort AIS on the agreement r, or on r^2 (squared Pearson r, as the "
-                    "published cross-validation; needs --comparison=pearson).")
-  flags.DEFINE_float("memory_budget_gb", 2.0, "Memory budget of the AIS stage (bounds its "
-                     "chunks of ablations).")
+  module = _caller_module(1)
+  define_flag(flags.DEFINE_enum, "similarity", "pearson", ["pearson", "spearman", "cosine"],
+              "Similarity between two images' embeddings.", module_name=module)
+  define_flag(flags.DEFINE_enum, "comparison", "pearson", ["pearson", "spearman"],
+              "Agreement between model and human similarities.", module_name=module)
+  define_flag(flags.DEFINE_enum, "cohort_score", "r", ["r", "r2"],
+              "Cohort AIS on the agreement r, or on r^2 (squared Pearson r, as the published "
+              "cross-validation; needs --comparison=pearson).", module_name=module)
+  define_flag(flags.DEFINE_float, "memory_budget_gb", 2.0, "Memory budget of the AIS stage "
+              "(bounds its chunks of ablations).", module_name=module)
+
+
+def define_selection_flags() -> None:
+  """--folds, --seeds, --fold_seed, --min_test_images, --random_orders (cross-validated
+  selection; the seeds flag counts, --fold_seed seeds)."""
+  module = _caller_module(1)
+  define_flag(flags.DEFINE_integer, "folds", 5, "Image folds per seed (test set = one fold); "
+              "reduced by the --min_test_images rule. experiments.run: 0 skips the selection.",
+              lower_bound=0, module_name=module)
+  define_flag(flags.DEFINE_integer, "seeds", 8, "Fold permutations per run (folds x seeds "
+              "splits): numpy.random.default_rng(s) for s = fold_seed .. fold_seed + seeds - 1.",
+              lower_bound=1, module_name=module)
+  define_flag(flags.DEFINE_integer, "fold_seed", 0, "First seed of the fold permutations (also "
+              "seeds the random-order control).", module_name=module)
+  define_flag(flags.DEFINE_integer, "min_test_images", 4, "Fewest test images per split (4 "
+              "images = 6 pairs): when --folds would give smaller test sets the folds are "
+              "reduced to n // min_test_images (at least 2); fewer than 2 x min_test_images "
+              "images is an error.", lower_bound=2, module_name=module)
+  define_flag(flags.DEFINE_integer, "random_orders", 1, "Random map orders per split for the "
+              "chance control (0: none).", lower_bound=0, module_name=module)
+
+
+def define_alternative_flag() -> None:
+  """--alternative: the t-tests' alternative hypothesis on retained - full."""
+  define_flag(flags.DEFINE_enum, "alternative", "two-sided", ["two-sided", "greater", "less"],
+              "t-test alternative on retained - full test scores ('greater': the AIS-selected "
+              "maps are better).", module_name=_caller_module(1))
+
+
+def define_selection_score_flag() -> None:
+  """--selection_score (experiments.run and the architecture sweep)."""
+  define_flag(flags.DEFINE_enum, "selection_score", "r2", ["r2", "r"], "Score of the selection "
+              "(ranks maps and traces the curves): r^2 (published) or r; a Spearman comparison "
+              "always uses r.", module_name=_caller_module(1))
+
+
+def define_saliency_flag() -> None:
+  """--saliency (experiments.saliency and experiments.run)."""
+  define_path("saliency", "spectral_residual", "Saliency compared with the AIS heatmaps: "
+              "'spectral_residual' (built-in classical baseline), a .npy [n, H, W], a folder of "
+              "maps named like the images, or 'none' (experiments.run: skip the comparison).",
+              module_name=_caller_module(1))
 
 
 def define_output_flags() -> None:
   """--out, --overwrite, --[no]progress, --save_feature_maps."""
-  if _defined("out"):
-    return
-  flags.DEFINE_string("out", "", "Output folder of the run (required).")
-  flags.DEFINE_bool("overwrite", False, "Replace the files of an existing non-empty --out.")
-  flags.DEFINE_bool("progress", True, "Progress lines on stderr, per stage with counts "
-                    "(--noprogress: quiet).")
-  flags.DEFINE_bool("save_feature_maps", False, "Also write feature_maps.npy [n, h, w, K].")
+  module = _caller_module(1)
+  define_path("out", "", "Output folder of the run.", module_name=module)
+  define_flag(flags.DEFINE_bool, "overwrite", False, "Replace the files of an existing "
+              "non-empty --out.", module_name=module)
+  define_flag(flags.DEFINE_bool, "progress", True, "Progress lines on stderr, per stage with "
+              "counts (--noprogress: quiet).", module_name=module)
+  define_flag(flags.DEFINE_bool, "save_feature_maps", False, "Also write feature_maps.npy "
+              "[n, h, w, K].", module_name=module)
 
 
 def flag_values(names: Iterable[str]) -> dict:

@@ -24,7 +24,8 @@ _common.define_cohort_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
 
-FLAG_NAMES = ("arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
+FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human",
+              "human_labels", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
               "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out")
 
@@ -35,7 +36,9 @@ def main(argv):
   _common.require("out", "images", "human")  # --weights: run_ais explains and lists names.
   run = pipeline.run_ais(
       arch=FLAGS.arch or None, weights=FLAGS.weights, images=FLAGS.images,
-      image_list=FLAGS.image_list or None, human=FLAGS.human, human_key=FLAGS.human_key or None,
+      image_list=FLAGS.image_list or None, tfds_data_dir=FLAGS.tfds_data_dir or None,
+      human=FLAGS.human, human_labels=FLAGS.human_labels or None,
+      human_key=FLAGS.human_key or None,
       human_kind=FLAGS.human_kind, similarity=FLAGS.similarity, comparison=FLAGS.comparison,
       cohort_score=FLAGS.cohort_score, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
       memory_budget_gb=FLAGS.memory_budget_gb, save_feature_maps=FLAGS.save_feature_maps,

@@ -34,11 +34,13 @@ from absl import flags
 
 import numpy as np
 
+from experiments import _common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("n", 24, "Images in the cohort.")
-flags.DEFINE_string("out", None, "JSON output path (optional).")
+flags.DEFINE(_common.PathParser(), "out", None, "JSON output path (optional).")
 flags.DEFINE_list("modes", ["exact", "float32", "fast"], "ais_jax precision modes to time.")
-flags.DEFINE_integer("seed", 0, "Random seed for weights, maps and human matrix.")
+flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic weights, maps and human matrix.")
 flags.DEFINE_float("a_budget_s", 300.0, "Longest time (a) may run before it is subsampled.")
 flags.DEFINE_bool("end_to_end", True, "Also time trunk + AIS with a random-weight Flax VGG16.")
 flags.DEFINE_float("memory_budget_gb", 2.0, "ais_jax memory budget for the AIS stage.")
@@ -341,7 +343,7 @@ def table(report: dict) -> str:
 
 def main(argv):
   del argv
-  report = run(FLAGS.n, FLAGS.modes, FLAGS.seed, FLAGS.a_budget_s, FLAGS.end_to_end,
+  report = run(FLAGS.n, FLAGS.modes, FLAGS.data_seed, FLAGS.a_budget_s, FLAGS.end_to_end,
                FLAGS.memory_budget_gb)
   report["command"] = (f"python -m experiments.benchmark --n={FLAGS.n} "
                        f"--modes={','.join(FLAGS.modes)}")

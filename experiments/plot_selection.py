@@ -17,9 +17,9 @@ from absl import flags
 from experiments import _common
 
 FLAGS = _common.FLAGS
-flags.DEFINE_list("runs", [], "Run folders (or cv.json files) of experiments.selection.")
+_common.define_path_list("runs", [], "Run folders (or cv.json files) of experiments.selection.")
 flags.DEFINE_list("labels", [], "One label per run (default: each run's own label).")
-flags.DEFINE_string("out_png", "", "Output PNG path.")
+_common.define_path("out_png", "", "Output PNG path.")
 flags.DEFINE_string("title", "", "Figure title (default: a description of the layout).")
 
 

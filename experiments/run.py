@@ -56,36 +56,28 @@ def define_flags() -> None:
   _common.define_cohort_flags()
   _common.define_ais_flags()
   _common.define_output_flags()
+  _common.define_selection_flags()
+  _common.define_saliency_flag()
   define = _common.define_flag
   define(flags.DEFINE_enum, "dataset", None, list(main_job.DATASETS),
          "planted (default; generated, offline), kriegeskorte92 (--data_dir), or custom "
          "(--images/--human; implied when --images is given).")
-  define(flags.DEFINE_string, "data_dir", "", "Folder holding the 92-image files "
-         "(kriegeskorte92), e.g. ../shared/data/kriegeskorte92; empty: downloaded into "
-         "$AIS_JAX_HOME/data/kriegeskorte92 from the public rsatoolbox copy (sha256 checked).")
+  _common.define_path("data_dir", "", "Folder holding the 92-image files (kriegeskorte92), e.g. "
+                      "../shared/data/kriegeskorte92; empty: downloaded into "
+                      "$AIS_JAX_HOME/data/kriegeskorte92 from the public rsatoolbox copy "
+                      "(sha256 checked).")
   define(flags.DEFINE_integer, "n_images", 48, "planted: number of images.", lower_bound=4)
   define(flags.DEFINE_integer, "image_size", 224, "planted: image side in pixels.",
          lower_bound=32)
-  define(flags.DEFINE_integer, "seed", 0, "planted: generator seed.")
+  define(flags.DEFINE_integer, "planted_seed", 0, "planted: seed of the cohort generator "
+         "(images, targets, 'human' noise).")
   define(flags.DEFINE_float, "noise_sd", 0.05, "planted: sd of the noise in the 'human' "
          "similarity.", lower_bound=0.0)
-  define(flags.DEFINE_integer, "folds", 5, "Selection: image folds per seed (0 skips the "
-         "selection).", lower_bound=0)
-  define(flags.DEFINE_integer, "seeds", 8, "Selection: fold seeds (folds x seeds splits).",
-         lower_bound=1)
-  define(flags.DEFINE_integer, "selection_seed", 0, "Selection: first fold seed (seeds "
-         "selection_seed, selection_seed + 1, ...); the random-order control is seeded from "
-         "it too.")
-  define(flags.DEFINE_enum, "selection_score", "r2", ["r2", "r"],
-         "Selection: cohort score used to rank maps and trace the curves (published: r2).")
-  define(flags.DEFINE_integer, "random_orders", 1, "Selection: random map orders per split "
-         "(chance control).", lower_bound=0)
-  define(flags.DEFINE_list, "match_weights", None, "Other models whose heatmaps are compared "
-         "with the main model's (Match score); default for kriegeskorte92: "
-         f"{','.join(main_job.K92_MATCH_WEIGHTS)}; none otherwise.")
-  define(flags.DEFINE_string, "saliency", "spectral_residual", "Saliency for the Aim 3 "
-         "comparison: 'spectral_residual' (built-in classical baseline), a .npy [n, H, W], a "
-         "folder of maps named like the images, or 'none'.")
+  _common.define_selection_score_flag()
+  _common.define_path_list("match_weights", None, "Other models whose heatmaps are compared "
+                           "with the main model's (Match score): registry names or checkpoint "
+                           "directories; default for kriegeskorte92: "
+                           f"{','.join(main_job.K92_MATCH_WEIGHTS)}; none otherwise.")
   define(flags.DEFINE_integer, "examples_per_group", 4, "Heatmap grid: images shown per group "
          "(category).", lower_bound=1)
 

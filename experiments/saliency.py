@@ -28,18 +28,17 @@ from absl import flags
 from experiments import _common
 
 FLAGS = _common.FLAGS
-# --images and --out are shared with the other experiments (same names, defined once), and
-# experiments.run defines --saliency too; a flag already defined in this process is kept.
-_common.define_cohort_flags()
+# --images, --out and --saliency are shared with the other experiments (defined once in
+# experiments._common; listed by --help).
+_common.define_cohort_flags(human=False)
 _common.define_output_flags()
+_common.define_saliency_flag()
 _define = _common.define_flag
-_define(flags.DEFINE_string, "saliency", "spectral_residual", "'spectral_residual', a .npy "
-        "[n, H, W], or a folder of maps named like the images.")
-_define(flags.DEFINE_string, "ais_run", "", "Output folder of experiments.ais / experiments.run.")
+_common.define_path("ais_run", "", "Output folder of experiments.ais / experiments.run.")
 _define(flags.DEFINE_enum, "saliency_fit", "resize", ["resize", "crop"], "How external maps are "
         "fitted to the image: resize (default) or crop (published code).")
-_define(flags.DEFINE_string, "datasets", "", "Text file with one dataset label per image "
-        "(default: the run's datasets.txt, else one dataset).")
+_common.define_path("datasets", "", "Text file with one dataset label per image (default: the "
+                    "run's datasets.txt, else one dataset).")
 _define(flags.DEFINE_integer, "n_examples", 8, "Images drawn in the contour figure (the first n).")
 
 

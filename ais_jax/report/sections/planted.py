@@ -173,7 +173,7 @@ def note(planted: dict, selection: Optional[dict]) -> list[str]:
       "which features people use for real images. Heatmaps come from 7x7 maps upsampled to the "
       f"image, so mass spills across object borders and the enrichment is bounded well below "
       f"1/area; with {n} images, per-image AIS is noisy, and one generator seed is one sample of "
-      "layouts (rerun with --seed to see the spread). The mean-activation baseline is one "
+      "layouts (rerun with --planted_seed to see the spread). The mean-activation baseline is one "
       "reasonable baseline, not the strongest possible one.")
   return lines
 

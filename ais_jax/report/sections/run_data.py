@@ -44,7 +44,7 @@ class Cohort:
 def planted_cohort(config) -> Cohort:
   from ais_jax.data import planted
   from ais_jax.pipeline import sha256_array
-  c = planted.generate(config.n_images, config.image_size, seed=config.seed,
+  c = planted.generate(config.n_images, config.image_size, seed=config.planted_seed,
                        noise_sd=config.noise_sd)
   inputs = {"generator": c.metadata(), "images_sha256": sha256_array(c.images),
             "human_sha256": sha256_array(c.human_similarity),
@@ -89,9 +89,11 @@ def custom_cohort(config) -> Cohort:
   if not config.images or not config.human:
     raise UserInputError("--images" if not config.images else "--human",
                          "required for your own cohort: --images=DIR_OR_NPY and --human=MATRIX")
-  images, names = images_io.load_images(config.images, image_list=config.image_list or None)
+  images, names = images_io.load_images(config.images, image_list=config.image_list or None,
+                                        tfds_data_dir=config.tfds_data_dir or None)
   human = human_io.load_human(config.human, key=config.human_key or None,
-                              kind=config.human_kind, n_images=len(names))
+                              kind=config.human_kind, n_images=len(names), image_names=names,
+                              labels=config.human_labels or None)
   inputs = {"images": os.path.abspath(config.images), "human": os.path.abspath(config.human),
             "human_sha256": runs.sha256_file(config.human)}
   if os.path.isfile(config.images):
@@ -152,6 +154,8 @@ def run_model(weights: str, cohort: Cohort, config, folder: str,
   run = pipeline.run_ais(
       weights=(spec, variables, provenance, module), images=cohort.images_arg,
       image_list=(config.image_list or None) if custom else None,
+      tfds_data_dir=(config.tfds_data_dir or None) if custom else None,
+      human_labels=(config.human_labels or None) if custom else None,
       image_names=None if custom else cohort.names,
       human=cohort.human_arg, human_key=(config.human_key or None) if custom else None,
       human_kind=config.human_kind if custom else "similarity",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -18,28 +19,36 @@ from ais_jax.report import index
 
 # The selection numbers recorded in summary.json.
 RESULT_KEYS = ("mean_test_full", "mean_test_retained", "mean_test_random_order", "mean_m_star",
-               "median_m_star", "loftus_masson_se", "tests", "settings", "undefined")
+               "median_m_star", "loftus_masson_se", "tests", "settings", "undefined",
+               "split_usage", "folds_message")
 
 
 def run(model, cohort, config, out_dir: str, report: Callable[[str], None]) -> Optional[dict]:
   """``ais_jax.selection.select_maps`` + ``summarize`` for the main model, or None when
-  ``config.folds`` is 0 or does not fit the cohort (``2 <= folds <= n/2``)."""
+  ``config.folds`` is 0 or the cohort has fewer than ``2 * config.min_test_images`` images.
+  The folds are reduced by ``ais_jax.selection.plan_folds`` when the requested ones would give
+  test sets smaller than ``config.min_test_images``."""
   from ais_jax import selection
   from ais_jax.report import selection_outputs
   n = len(cohort.names)
   if config.folds == 0:
     report("selection: skipped (--folds=0)")
     return None
-  if not 2 <= config.folds <= n // 2:
-    report(f"selection: skipped (--folds={config.folds}; needs 2 <= folds <= n/2 = {n // 2})")
+  from ais_jax.errors import UserInputError
+  try:
+    folds, message = selection.plan_folds(n, config.folds, config.min_test_images)
+  except UserInputError as e:
+    report(f"selection: skipped ({e})")
     return None
+  if message:
+    report(message)
   score = config.selection_score if config.comparison == "pearson" else "r"
-  report(f"selection: {config.folds} folds x {config.seeds} seeds, score {score}, "
+  report(f"selection: {folds} folds x {config.seeds} seeds, score {score}, "
          f"{config.random_orders} random order(s) per split")
   t = time.perf_counter()
   res = selection.select_maps(
       model.spec.get_ablation_head(model.variables), model.run.feature_maps, cohort.human,
-      folds=config.folds, seeds=config.seeds, seed=config.selection_seed, score=score,
+      folds=folds, seeds=config.seeds, seed=config.fold_seed, score=score,
       similarity=config.similarity, comparison=config.comparison, precision=config.precision,
       random_orders=config.random_orders, memory_budget_gb=config.memory_budget_gb)
   summary = selection.summarize(res)
@@ -52,10 +61,15 @@ def run(model, cohort, config, out_dir: str, report: Callable[[str], None]) -> O
          "mean_m_star": summary["mean_m_star"], "median_m_star": float(np.median(res.m_star)),
          "loftus_masson_se": (summary.get("loftus_masson") or {}).get("se"),
          "tests": summary["tests"], "settings": res.settings, "undefined": res.undefined,
-         "files": [os.path.relpath(p, out_dir) for p in files], "wall_s": wall}
+         "files": [os.path.relpath(p, out_dir) for p in files], "wall_s": wall,
+         "split_usage": summary["split_usage"], "folds_message": message}
+  usage = summary["split_usage"]
   report(f"selection: held-out {score} all maps {out['mean_test_full']:.4f}, selected "
          f"{out['mean_test_retained']:.4f} (mean m* {out['mean_m_star']:.1f}), random order "
-         f"{out['mean_test_random_order']:.4f} in {wall:.1f} s")
+         f"{out['mean_test_random_order']:.4f}; {usage['used']} of {res.m_star.size} splits "
+         f"used, {usage['dropped']} dropped; in {wall:.1f} s")
+  if usage["warning"]:  # On the console even with --noprogress (one line via _common.run).
+    warnings.warn(f"selection: {usage['warning']}", UserWarning, stacklevel=2)
   return out
 
 
@@ -76,12 +90,18 @@ def section(selection: dict) -> index.Section:
                  p("retained_vs_random_paired"), p("retained_vs_random_corrected")])
   score = selection["settings"]["score"]
   splits = selection["settings"]["splits"]
+  usage = selection.get("split_usage") or {"used": splits, "dropped": 0, "warning": None}
+  counts = f"{usage['used']} of {splits} image-fold splits"
+  if usage["dropped"]:
+    counts += f" ({usage['dropped']} dropped: undefined test score)"
+  notes = [m for m in (selection.get("folds_message"), usage.get("warning")) if m]
   return index.Section("Map selection (held-out images)", [
       index.Figure("selection/selection.png", "Held-out agreement: all maps vs AIS-selected",
-                   f"Mean test {score} over {splits} image-fold splits with all maps (grey), "
+                   f"Mean test {score} over {counts} with all maps (grey), "
                    "with the maps ranked first by AIS on the training images (red; m* chosen on "
                    "the training images only, written above) and with a random order (blue); "
-                   "error bars are Loftus-Masson within-split errors.",
+                   "error bars are Loftus-Masson within-split errors."
+                   + "".join(f" Note: {m}." for m in notes),
                    data=["selection/cv.json", "selection/cv.csv", "selection/selection.csv",
                          "selection/cv_arrays.npz"]),
       index.Figure("selection/selection_curves.png", "Agreement as maps are added",
