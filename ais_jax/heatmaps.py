@@ -75,6 +75,35 @@ def heatmaps(maps: Any, per_image_ais: Any, *, dtype=jnp.float32) -> jax.Array:
   return _weighted_sum(maps, ais_weights(ais), jnp.dtype(dtype).type)
 
 
+def weighted_heatmaps(maps: Any, weights: Any, *, dtype=jnp.float32) -> jax.Array:
+  """Heatmaps from given nonnegative map weights (e.g. learned weights, ais_jax.reweight):
+  ``sum_k (w_ik / sum_k' w_ik') F_ik``.
+
+  Args:
+    maps: ``[n, h, w, K]`` feature maps.
+    weights: ``[K]`` (the same weights for every image) or ``[n, K]``; nonnegative and finite.
+      A row summing to 0 gives an all-zero heatmap, as :func:`heatmaps`.
+    dtype: output dtype.
+
+  Returns:
+    ``[n, h, w]``.
+  """
+  maps = jnp.asarray(maps)
+  if maps.ndim != 4:
+    raise ValueError(f"maps must be [n, h, w, K]; got shape {maps.shape}")
+  w = np.asarray(weights, np.float64)
+  if w.ndim == 1:
+    w = np.broadcast_to(w, (maps.shape[0], w.shape[0]))
+  if w.shape != (maps.shape[0], maps.shape[-1]):
+    raise ValueError(f"weights must be [K] = [{maps.shape[-1]}] or [n, K] = "
+                     f"{(maps.shape[0], maps.shape[-1])}; got {np.shape(weights)}")
+  if not np.all(np.isfinite(w)) or np.any(w < 0):
+    raise ValueError("weights must be finite and nonnegative (learned weights are; AIS values "
+                     "go through heatmaps(), which clips them at 0)")
+  # ais_weights keeps nonnegative values and normalises each row to sum 1.
+  return _weighted_sum(maps, ais_weights(jnp.asarray(w, dtype)), jnp.dtype(dtype).type)
+
+
 def mean_activation_maps(maps: Any, *, dtype=jnp.float32) -> jax.Array:
   """The equal-weights baseline: ``mean_k F_ik`` ``[n, h, w]`` (every map weighs ``1/K``)."""
   maps = jnp.asarray(maps)

@@ -1,7 +1,8 @@
 """Figure 1 of the paper: test r^2 with all maps ("full") vs the AIS-selected maps ("retained").
 
-One group of bars per run (dataset x model): full, retained and - when the run has it - the
-random-order control; error bars are Loftus-Masson within-subject standard errors (splits as
+One group of bars per run (dataset x model): full, retained and - when the run has them - the
+random-order control and the learned map weights (:mod:`ais_jax.reweight`: on all maps, and on
+the AIS-retained maps); error bars are Loftus-Masson within-subject standard errors (splits as
 subjects); the mean retained-set size (mean m*) is written above each group. The PNG is drawn on
 the Agg canvas (no pyplot); the plotted numbers are written beside it as ``.csv`` and ``.json``.
 """
@@ -19,6 +20,8 @@ from matplotlib.figure import Figure
 FULL_COLOUR = "#9e9e9e"
 RETAINED_COLOUR = "#e41a1c"
 RANDOM_COLOUR = "#377eb8"
+LEARNED_COLOUR = "#4daf4a"
+LEARNED_RETAINED_COLOUR = "#984ea3"
 
 
 def group_from_cv(cv: Mapping[str, Any]) -> dict:
@@ -33,6 +36,14 @@ def group_from_cv(cv: Mapping[str, Any]) -> dict:
     group["se_random"] = _num((s.get("loftus_masson_random") or {}).get("se"))
   p = (s.get("tests") or {}).get("retained_vs_full_paired", {}).get("pvalue")
   group["p_paired"] = p
+  methods = s.get("methods") or cv.get("methods")
+  if methods:
+    # One Loftus-Masson SE over all methods (splits as subjects) for the learned bars.
+    se = _num((methods.get("loftus_masson") or {}).get("se"))
+    for name in ("learned", "learned_retained"):
+      if name in methods.get("mean_test", {}):
+        group[name] = _num(methods["mean_test"][name])
+        group["se_methods"] = se
   return group
 
 
@@ -52,11 +63,12 @@ def _clean(x):
 
 def selection_bars(groups: Mapping[str, Mapping[str, Any]], out_png: str, *,
                    score_label: str = "test $r^2$", title: str | None = None) -> list[str]:
-  """Grouped bars (full / retained / random order) with error bars and mean m* annotations.
+  """Grouped bars (full / retained / random order / learned weights) with error bars and mean m*
+  annotations.
 
   Args:
     groups: ``{label: {"full", "retained", "se", "mean_m_star", optional "random",
-      "se_random", "K", "p_paired"}}`` in display order (:func:`group_from_cv` builds one).
+      "se_random", "learned", "learned_retained", "se_methods", "K", "p_paired"}}`` in display order (:func:`group_from_cv` builds one).
     out_png: path ending in ``.png``; ``.csv`` and ``.json`` with the same stem are written too.
 
   Returns:
@@ -68,14 +80,20 @@ def selection_bars(groups: Mapping[str, Mapping[str, Any]], out_png: str, *,
   labels = list(groups)
   if not labels:
     raise ValueError("groups is empty: nothing to plot")
-  has_random = any("random" in g for g in groups.values())
-  width = 0.26 if has_random else 0.36
-  fig = Figure(figsize=(max(4.0, 1.6 * len(labels) + 1.5), 3.8))
+  has = lambda key: any(key in g for g in groups.values())
+  series = [("full", "all maps", FULL_COLOUR, "se"),
+            ("retained", "AIS-selected", RETAINED_COLOUR, "se")]
+  if has("random"):
+    series.append(("random", "random order", RANDOM_COLOUR, "se_random"))
+  if has("learned"):
+    series.append(("learned", "learned weights", LEARNED_COLOUR, "se_methods"))
+  if has("learned_retained"):
+    series.append(("learned_retained", "learned on AIS-selected", LEARNED_RETAINED_COLOUR,
+                   "se_methods"))
+  width = 0.8 / (len(series) + 0.2)
+  fig = Figure(figsize=(max(4.0, (0.45 * len(series) + 0.5) * len(labels) + 1.5), 3.8))
   ax = fig.add_subplot(1, 1, 1)
   x = np.arange(len(labels), dtype=float)
-  series = [("full", "all maps", FULL_COLOUR, "se"), ("retained", "AIS-selected", RETAINED_COLOUR, "se")]
-  if has_random:
-    series.append(("random", "random order", RANDOM_COLOUR, "se_random"))
   offsets = (np.arange(len(series)) - (len(series) - 1) / 2) * width
   tops = np.zeros(len(labels))
   for (key, name, colour, se_key), off in zip(series, offsets):
@@ -96,15 +114,18 @@ def selection_bars(groups: Mapping[str, Mapping[str, Any]], out_png: str, *,
   ax.set_xticklabels(labels, fontsize=8)
   ax.set_ylabel(score_label)
   ax.set_ylim(0, span * 1.25)
-  ax.legend(fontsize=8, frameon=False, loc="upper right", ncol=len(series))
+  if len(series) > 3:  # outside the axes, so that no bar or m* label is covered
+    ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+  else:
+    ax.legend(fontsize=8, frameon=False, loc="upper right", ncol=len(series))
   ax.spines["top"].set_visible(False)
   ax.spines["right"].set_visible(False)
   ax.set_title(title or "Held-out agreement: all maps vs AIS-selected maps "
                "(error bars: Loftus-Masson SE)", fontsize=9)
   fig.savefig(out_png, dpi=110, bbox_inches="tight")
   stem = out_png[:-4]
-  keys = ["full", "retained", "se", "random", "se_random", "mean_m_star", "K", "n_splits",
-          "p_paired"]
+  keys = ["full", "retained", "se", "random", "se_random", "learned", "learned_retained",
+          "se_methods", "mean_m_star", "K", "n_splits", "p_paired"]
   with open(stem + ".csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["label"] + keys)
