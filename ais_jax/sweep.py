@@ -394,7 +394,7 @@ def _load_model(weights: str, report: Callable[[str], None]):
   from ais_jax import pipeline
   from ais_jax.io import activation_cache
   t = time.perf_counter()
-  spec, variables, provenance, module = pipeline.load_model(os.path.expanduser(weights))
+  spec, variables, _, module = pipeline.load_model(weights)
   digest = activation_cache.variables_sha256(variables)
   report(f"model {weights}: {spec.name}, K = {spec.num_maps} maps, input {spec.input_size} "
          f"({time.perf_counter() - t:.1f} s; weights sha256 {digest[:12]})")
@@ -425,7 +425,8 @@ def run_sweep(config: SweepConfig, *, progress: Optional[Callable[[str], None]] 
   from ais_jax.io import images as images_io
   report = progress or (lambda message: None)
   t_start = time.perf_counter()
-  weights_list = [w.strip() for w in config.weights if w.strip()]
+  weights_list = [os.path.expandvars(os.path.expanduser(w.strip())) for w in config.weights
+                  if w.strip()]
   if not weights_list:
     raise UserInputError("--weights", "required: a comma-separated list of registered names or "
                          "checkpoint directories, e.g. --weights=efficientnet_lite0_imagenet,"
