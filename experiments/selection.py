@@ -17,6 +17,11 @@ Writes into --out:
 * ``selection.png`` (+ ``.csv``/``.json``): Figure 1's layout for this run;
 * ``selection_curves.png`` (+ ``.csv``): mean train/test score over the number of maps kept.
 
+``--methods=prefix,learned`` adds learned map weights (``ais_jax.reweight``): per split
+``learned_train/_test`` and ``learned_retained_train/_test`` in cv.json, ``learned_weights.npy``,
+``methods.csv`` (every pair of methods tested) and learned-vs-AIS heatmaps (see
+``ais_jax.report.selection_outputs``).
+
 ``--maps=FILE.npy`` (float ``[n, h, w, K]``, e.g. ``feature_maps.npy`` of an AIS run) skips the
 trunk; the head still comes from --weights. Combine runs with ``experiments/plot_selection.py``.
 The logic is ``ais_jax.selection.select_maps`` and ``ais_jax.selection.summarize``; the files are
@@ -49,13 +54,16 @@ _common.define_alternative_flag()
 _common.define_path("maps", "", "Precomputed feature maps .npy [n, h, w, K] (skips the trunk).")
 _define(flags.DEFINE_string, "label", "", "Run label for figures (default: the architecture "
         "name).")
+_define(flags.DEFINE_list, "methods", ["prefix"], "Comma-separated: 'prefix' (AIS-retained "
+        "prefix, always computed: it defines the splits) and 'learned' (learned map weights on "
+        "all maps and on the retained maps, ais_jax.reweight, with learned-vs-AIS heatmaps).")
 
 FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human",
               "human_labels", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
               "memory_budget_gb", "folds", "min_test_images", "seeds", "fold_seed",
               "random_orders", "pair_split", "test_fraction", "alternative", "maps", "label",
-              "overwrite", "progress", "out")
+              "methods", "overwrite", "progress", "out")
 
 
 def _load_inputs(report):
@@ -101,6 +109,9 @@ def main(argv):
   score = FLAGS.cohort_score if FLAGS["cohort_score"].present else "r2"
   if FLAGS.comparison == "spearman" and not FLAGS["cohort_score"].present:
     score = "r"
+  unknown = sorted(set(FLAGS.methods) - {"prefix", "learned"})
+  if unknown:
+    raise UserInputError("--methods", f"unknown {unknown}; choose from prefix, learned")
   head, maps, human, spec = _load_inputs(report)
   folds = FLAGS.folds
   if not FLAGS.pair_split:
@@ -119,11 +130,20 @@ def main(argv):
     raise UserInputError(None, str(e)) from None
   report(f"selection: done in {result.timings['total_s']:.1f} s")
   summary = selection.summarize(result, alternative=FLAGS.alternative)
+  learned = match = None
+  if "learned" in FLAGS.methods:
+    from ais_jax import reweight
+    try:
+      learned, match = reweight.learned_methods(result, head, maps, human, summary,
+                                                alternative=FLAGS.alternative,
+                                                precision=FLAGS.precision, report=report)
+    except ValueError as e:
+      raise UserInputError("--methods", str(e)) from None
   extra = {"wall_time_s": time.perf_counter() - t0,
            "selection_time_s": result.timings["total_s"], "command": sys.argv,
            "flags": _common.flag_values(FLAG_NAMES), "model": spec.metadata()}
   selection_outputs.write_outputs(FLAGS.out, result, summary, label=FLAGS.label or spec.name,
-                                  extra=extra)
+                                  extra=extra, learned=learned, heatmap_match=match)
   usage = summary["split_usage"]
   print(f"selection: {usage['used']} of {result.m_star.size} splits used, {usage['dropped']} "
         f"dropped; fewest test pairs in a used split: {usage['min_test_pairs']}", file=sys.stderr)
@@ -137,6 +157,10 @@ def main(argv):
         f"{summary.get('mean_test_random_retained', float('nan')):.4f}; mean m* "
         f"{summary['mean_m_star']:.1f}/{maps.shape[-1]}; paired t p={p:.3g}, corrected p={pc:.3g}; "
         f"{extra['wall_time_s']:.1f} s")
+  if learned is not None:
+    means = summary["methods"]["mean_test"]
+    print("learned weights: mean test " + ", ".join(f"{m} {v:.4f}" for m, v in means.items()
+                                                     if v is not None))
 
 
 if __name__ == "__main__":
