@@ -79,7 +79,8 @@ class SweepConfig:
   image_list: str = ""
   human: str = ""
   human_key: str = ""
-  human_kind: str = "similarity"
+  human_kind: Optional[str] = None
+  human_labels: str = ""
   categories: str = ""
   by_category: bool = False
   folds: int = 5
@@ -187,8 +188,11 @@ def load_image_set(config: SweepConfig) -> ImageSet:
                            "--human=MATRIX (or --dataset=kriegeskorte92)")
     images, names = images_io.load_images(os.path.expanduser(config.images),
                                           image_list=config.image_list or None)
+    # human_kind None = not stated: load_human's default rule applies (as in experiments.ais).
+    kind = {} if config.human_kind is None else {"kind": config.human_kind}
     human = human_io.load_human(os.path.expanduser(config.human), key=config.human_key or None,
-                                kind=config.human_kind, n_images=len(names))
+                                n_images=len(names), image_names=names,
+                                labels=os.path.expanduser(config.human_labels) or None, **kind)
     categories = None
     inputs = {"dataset": "custom", "images": os.path.abspath(config.images),
               "human": os.path.abspath(config.human), "human_kind": config.human_kind}

@@ -59,6 +59,7 @@ def main(argv):
       weights=FLAGS.weights.split(","), out=FLAGS.out, dataset=FLAGS.dataset,
       data_dir=FLAGS.data_dir, images=FLAGS.images, image_list=FLAGS.image_list,
       human=FLAGS.human, human_key=FLAGS.human_key, human_kind=FLAGS.human_kind,
+      human_labels=FLAGS.human_labels,
       categories=FLAGS.categories, by_category=FLAGS.by_category, folds=FLAGS.folds,
       seeds=FLAGS.seeds, fold_seed=FLAGS.fold_seed, random_orders=FLAGS.random_orders,
       min_test_images=FLAGS.min_test_images, selection_score=FLAGS.selection_score,
