@@ -1,0 +1,85 @@
+r"""Noise ceiling, per-subject AIS, image-bootstrap intervals and permutation tests for every map.
+
+    python -m experiments.inference --weights=efficientnet_lite0_imagenet \
+        --dataset=kriegeskorte92 --data_dir=../shared/data/kriegeskorte92 --out=RUN_DIR
+    python -m experiments.inference --arch=efficientnet_lite0 \
+        --weights=efficientnet_lite0_imagenet --images=IMAGES --human_subjects=SUBJECTS.npy \
+        --human_kind=dissimilarity --out=RUN_DIR --bootstrap=1000 --permutations=1000
+
+--human_subjects: [S, n, n] .npy, a .mat ([S, n, n] variable or struct array of matrices), or a
+folder of per-subject [n, n] files. AIS and the resampling tests are driven by the plain mean of
+the subjects' matrices; the noise ceiling and the per-subject scores use each subject. Files and
+their meaning: ais_jax.inference_job; the numbers: ais_jax.inference.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from experiments import _common
+
+FLAGS = _common.FLAGS
+_common.define_model_flags()
+_common.define_ais_flags()
+_common.define_output_flags()
+_common.define_flag(flags.DEFINE_string, "images", "", "A directory of images or a .npy uint8 "
+                    "array [n, H, W, 3] (not with --dataset).")
+_common.define_flag(flags.DEFINE_string, "human_subjects", "", "Per-subject matrices: [S, n, n] "
+                    ".npy, a .mat, or a folder of per-subject [n, n] files, in the image order.")
+_common.define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat file.")
+_common.define_flag(flags.DEFINE_enum, "human_kind", "similarity",
+                    ["similarity", "dissimilarity"], "What --human_subjects hold; "
+                    "dissimilarities are negated (S = -D).")
+_common.define_flag(flags.DEFINE_string, "dataset", "", "'kriegeskorte92': the 92 images and "
+                    "16 subjects from --data_dir (instead of --images/--human_subjects).")
+_common.define_flag(flags.DEFINE_string, "data_dir", "", "Folder of the --dataset files.")
+_common.define_flag(flags.DEFINE_list, "compare_weights", [], "Other weights whose baseline "
+                    "agreement is drawn against the noise ceiling (e.g. "
+                    "efficientnet_lite1_imagenet,efficientnet_lite2_imagenet).")
+_common.define_flag(flags.DEFINE_integer, "bootstrap", 1000, "Image resamples (0: none).",
+                    lower_bound=0)
+_common.define_flag(flags.DEFINE_integer, "permutations", 1000, "Joint row/column permutations "
+                    "of the human matrix (0: none).", lower_bound=0)
+_common.define_flag(flags.DEFINE_integer, "bootstrap_seed", 0, "Seed of the image resamples.")
+_common.define_flag(flags.DEFINE_integer, "permutation_seed", 1, "Seed of the permutations.")
+_common.define_flag(flags.DEFINE_integer, "split_seed", 2, "Seed of the subject half splits.")
+_common.define_flag(flags.DEFINE_integer, "split_halves", 100, "Random half splits of the "
+                    "subjects for the split-half reliability (0: none).", lower_bound=0)
+_common.define_flag(flags.DEFINE_integer, "top_m", 10, "Size of the top set whose bootstrap "
+                    "stability is reported.", lower_bound=1)
+
+FLAG_NAMES = ("arch", "weights", "images", "human_subjects", "human_key", "human_kind", "dataset",
+              "data_dir", "compare_weights", "similarity", "comparison", "cohort_score",
+              "precision", "batch_size", "bootstrap", "permutations", "bootstrap_seed",
+              "permutation_seed", "split_seed", "split_halves", "top_m", "overwrite", "out")
+
+
+def main(argv):
+  del argv
+  from ais_jax import inference_job  # After flag parsing, so --help does not import JAX.
+  _common.require("out", "weights")
+  result, summary = inference_job.run(
+      weights=FLAGS.weights, arch=FLAGS.arch or None, out=FLAGS.out, images=FLAGS.images,
+      human_subjects=FLAGS.human_subjects, human_kind=FLAGS.human_kind,
+      human_key=FLAGS.human_key or None, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+      compare_weights=FLAGS.compare_weights, similarity=FLAGS.similarity,
+      comparison=FLAGS.comparison, cohort_score=FLAGS.cohort_score, precision=FLAGS.precision,
+      bootstrap=FLAGS.bootstrap, permutations=FLAGS.permutations,
+      bootstrap_seed=FLAGS.bootstrap_seed, permutation_seed=FLAGS.permutation_seed,
+      split_seed=FLAGS.split_seed, split_halves=FLAGS.split_halves, top_m=FLAGS.top_m,
+      batch_size=FLAGS.batch_size, overwrite=FLAGS.overwrite,
+      progress=_common.progress_printer(FLAGS.progress),
+      flags=_common.flag_values(FLAG_NAMES), command=sys.argv)
+  r = summary["results"]
+  nc = r["noise_ceiling"][FLAGS.comparison]
+  sig = r["significant_maps"]
+  print(f"{FLAGS.out}: agreement {r['baseline_agreement_mean_over_subjects'][FLAGS.comparison]:.4f}"
+        f" (mean over subjects; noise ceiling [{nc['lower']:.4f}, {nc['upper']:.4f}]), "
+        f"{r['baseline_agreement_mean_matrix']:.4f} with the mean matrix; maps significant: "
+        f"{sig['fwer']} FWER, {sig['fdr']} FDR of {sig['tested']} tested")
+
+
+if __name__ == "__main__":
+  _common.run(main)
