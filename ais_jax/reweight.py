@@ -127,7 +127,8 @@ def _agreement32(s, h, mask, score):
   n = jnp.maximum(jnp.sum(m), 1)
 
   def centre(v):
-    v = jnp.where(mask, v - jnp.sum(v * m) / n, 0)
+    v = jnp.where(mask, v, 0)                   # excluded pairs may be NaN (missing human)
+    v = jnp.where(mask, v - jnp.sum(v) / n, 0)
     return jnp.where(mask, v - jnp.sum(v) / n, 0)
   ds, dh = centre(s), centre(h)
   r = jnp.sum(ds * dh) / jnp.sqrt(jnp.maximum(jnp.sum(ds * ds) * jnp.sum(dh * dh), _TINY))

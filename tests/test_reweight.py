@@ -203,3 +203,12 @@ def test_weighted_heatmaps_and_options():
     reweight.fit_all_images(head, maps16, human, comparison="spearman")
   with pytest.raises(ValueError, match="similarity"):
     reweight.fit_all_images(head, maps16, human, similarity="spearman")
+
+
+def test_float32_agreement_ignores_missing_pairs_outside_the_mask():
+  s = np.arange(6.0, dtype=np.float32)
+  h = np.array([1.0, np.nan, 3.0, 2.0, 5.0, 4.5], np.float32)
+  mask = ~np.isnan(h)
+  want = np.corrcoef(s[mask], h[mask])[0, 1]
+  np.testing.assert_allclose(reweight._agreement32(s, h, mask, "r"), want, rtol=1e-6)
+  np.testing.assert_allclose(reweight._agreement32(s, h, mask, "r2"), want ** 2, rtol=1e-6)
