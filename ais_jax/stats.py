@@ -7,8 +7,9 @@
 * :func:`loftus_masson_se` - within-subject standard errors (Loftus & Masson 1994) with the splits
   as subjects and the conditions (full / retained) as the within factor.
 * :func:`mean_retained_size` - mean m* over the splits where it is defined.
-* :func:`ks_2samp`, :func:`mean_absolute_deviation`, :func:`softmax_entropy` - small helpers for
-  other analyses.
+
+(The Aim 2 statistics - KS tests, mean absolute deviation, softmax entropy - live in
+:mod:`ais_jax.aim2`.)
 
 NaN handling: the paired tests drop pairs where either value is NaN and report how many were
 dropped (``n_dropped``), never silently.
@@ -17,10 +18,7 @@ dropped (``n_dropped``), never silently.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
-
 import numpy as np
-import scipy.special
 import scipy.stats
 
 ALTERNATIVES = ("two-sided", "greater", "less")
@@ -162,32 +160,3 @@ def mean_retained_size(m_star) -> float:
   m = np.asarray(m_star, np.float64)
   m = m[m > 0]
   return float(m.mean()) if m.size else float("nan")
-
-
-def ks_2samp(x, y, *, alternative: str = "two-sided"):
-  """Two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``; NaN dropped):
-  returns ``(statistic, pvalue)``."""
-  x = np.asarray(x, np.float64).ravel()
-  y = np.asarray(y, np.float64).ravel()
-  res = scipy.stats.ks_2samp(x[~np.isnan(x)], y[~np.isnan(y)], alternative=alternative)
-  return float(res.statistic), float(res.pvalue)
-
-
-def mean_absolute_deviation(x, *, axis: Optional[int] = None, center: str = "mean"):
-  """``mean(|x - center(x)|)`` along ``axis``, center 'mean' or 'median' (NaN propagates)."""
-  x = np.asarray(x, np.float64)
-  if center == "mean":
-    c = np.mean(x, axis=axis, keepdims=True)
-  elif center == "median":
-    c = np.median(x, axis=axis, keepdims=True)
-  else:
-    raise ValueError(f"center={center!r} is not 'mean' or 'median'")
-  return np.mean(np.abs(x - c), axis=axis)
-
-
-def softmax_entropy(logits, *, axis: int = -1):
-  """Shannon entropy (nats) of ``softmax(logits)`` along ``axis`` (maxEntropy in the published
-  code); ``log(C)`` for uniform logits, 0 for a one-hot limit."""
-  x = np.asarray(logits, np.float64)
-  logp = scipy.special.log_softmax(x, axis=axis)
-  return -np.sum(np.exp(logp) * logp, axis=axis)

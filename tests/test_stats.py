@@ -84,22 +84,70 @@ def test_mean_retained_size():
   assert np.isnan(stats.mean_retained_size([0, 0]))
 
 
-def test_small_helpers():
-  rng = np.random.default_rng(2)
-  x, y = rng.normal(size=50), rng.normal(0.5, size=60)
-  want = scipy.stats.ks_2samp(x, y)
-  assert stats.ks_2samp(x, y) == pytest.approx((want.statistic, want.pvalue))
-  v = np.array([1.0, 2.0, 4.0, 9.0])
-  assert stats.mean_absolute_deviation(v) == pytest.approx(np.mean(np.abs(v - 4.0)))
-  assert stats.mean_absolute_deviation(v, center="median") == pytest.approx(
-      np.mean(np.abs(v - 3.0)))
-  logits = rng.normal(size=(4, 10))
-  p = scipy.special.softmax(logits, axis=-1)
-  np.testing.assert_allclose(stats.softmax_entropy(logits), scipy.stats.entropy(p, axis=-1),
-                             rtol=1e-12)
-  assert stats.softmax_entropy(np.zeros(8)) == pytest.approx(np.log(8))
+def test_bad_alternative_is_refused():
   with pytest.raises(ValueError, match="alternative"):
-    stats.paired_ttest(x[:5], y[:5], alternative="bigger")
+    stats.paired_ttest([1.0, 2.0, 3.0], [1.0, 2.5, 2.0], alternative="bigger")
+  with pytest.raises(ValueError, match="alternative"):
+    stats.corrected_resampled_ttest([1.0, 2.0], [0.0, 1.5], n_train=4, n_test=1,
+                                    alternative="bigger")
+
+
+def test_two_pairs_is_the_minimum():
+  """Boundary on both sides: 2 pairs give a test (df 1), 1 pair is refused."""
+  a, b = [0.4, 0.7], [0.1, 0.5]
+  want = scipy.stats.ttest_rel(a, b)
+  for got in (stats.paired_ttest(a, b),
+              stats.corrected_resampled_ttest(a, b, n_train=1e12, n_test=1)):
+    assert got.df == 1.0 and got.n == 2 and got.n_dropped == 0
+    assert got.alternative == "two-sided"
+  assert stats.paired_ttest(a, b).statistic == pytest.approx(want.statistic, rel=1e-12)
+  for fn in (stats.paired_ttest,
+             lambda x, y: stats.corrected_resampled_ttest(x, y, n_train=4, n_test=1)):
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+      fn([0.4, np.nan], [0.1, 0.5])
+
+
+def test_corrected_ttest_degrees_of_freedom_and_reported_fields():
+  a = np.array([0.31, 0.35, 0.29, 0.40, 0.33, np.nan])
+  b = np.array([0.30, 0.30, 0.30, 0.30, 0.30, 0.30])
+  got = stats.corrected_resampled_ttest(a, b, n_train=np.full(6, 20), n_test=np.full(6, 5),
+                                        alternative="less")
+  d = a[:5] - b[:5]
+  t = d.mean() / np.sqrt((1 / 5 + 5 / 20) * d.var(ddof=1))
+  assert (got.df, got.n, got.n_dropped, got.alternative) == (4.0, 5, 1, "less")
+  assert got.statistic == pytest.approx(t, rel=1e-12)
+  assert got.pvalue == pytest.approx(scipy.stats.t.cdf(t, 4), rel=1e-10)
+  # Ratios that vary by split enter through their mean.
+  varied = stats.corrected_resampled_ttest(a, b, n_train=[10, 30, 20, 20, 20, 20],
+                                           n_test=[5, 5, 5, 5, 5, 5])
+  ratio = np.mean(np.array([5, 5, 5, 5, 5, 5]) / np.array([10, 30, 20, 20, 20, 20]))
+  assert varied.statistic == pytest.approx(d.mean() / np.sqrt((1 / 5 + ratio) * d.var(ddof=1)),
+                                           rel=1e-12)
+
+
+@pytest.mark.parametrize("shift, want", [(0.0, "nan"), (0.05, "inf"), (-0.05, "-inf")])
+def test_corrected_ttest_without_spread(shift, want):
+  """Identical differences: no variance. t is NaN for a zero mean and +-inf otherwise, with no
+  division warning (warnings from the library are errors in this suite)."""
+  b = np.array([0.2, 0.3, 0.4])
+  got = stats.corrected_resampled_ttest(b + shift, b, n_train=8, n_test=2)
+  if want == "nan":
+    assert np.isnan(got.statistic)
+  else:
+    assert got.statistic == float(want)
+    assert got.pvalue == pytest.approx(0.0, abs=1e-300)
+
+
+def test_loftus_masson_means_and_dropped_rows():
+  data = np.array([[0.30, 0.36], [0.28, 0.30], [np.nan, 0.5], [0.35, 0.40], [0.31, 0.33]])
+  got = stats.loftus_masson_se(data)
+  used = data[[0, 1, 3, 4]]
+  np.testing.assert_allclose(got.means, used.mean(axis=0), rtol=1e-15)
+  assert (got.n_subjects, got.n_dropped, got.df) == (4, 1, 3)
+  with pytest.raises(ValueError, match="at least 2 subjects"):
+    stats.loftus_masson_se(data[[0, 2]])
+  with pytest.raises(ValueError, match="conditions"):
+    stats.loftus_masson_se(data[:, :1])
 
 
 def test_selection_summary_direction_and_values_by_hand():
