@@ -8,11 +8,12 @@ takes them) and runs the stages in order:
 2. cohort: ``sections.run_data.load_cohort`` (planted, the 92 real images or your own);
 3. AIS: ``sections.run_data.run_model`` per model, into ``<out>/ais`` and ``<out>/ais_<model>``
    for the Match models;
-4. the sections, each writing its figures and returning its report items: ``selection``,
-   ``heatmaps``, ``aim2`` (distributions, Match, categories), ``planted`` (planted truth) and
-   ``saliency``; then ``reproduction``;
-5. ``index.html`` and ``summary.json`` (flags, seeds, versions, input sha256s, key numbers,
-   timings, files).
+4. the sections, each writing its figures and returning its numbers: ``selection``,
+   ``similarity`` (human vs model matrices), ``heatmaps``, ``top_maps``, ``aim2`` (distributions,
+   Match, categories), ``planted`` (planted truth) and ``saliency``; then ``summary_text`` (what
+   the run shows) and ``reproduction``;
+5. ``browser.html`` (``ais_jax.report.browser``), ``index.html`` and ``summary.json`` (flags,
+   seeds, versions, input sha256s, key numbers, timings, files).
 
 User-input problems raise :class:`ais_jax.errors.UserInputError` (the command line prints them as
 one line); nothing here reads flags or ``sys.argv``.
@@ -43,7 +44,8 @@ FLAG_NAMES = ("dataset", "data_dir", "n_images", "image_size", "planted_seed", "
               "human_labels", "human_key", "human_kind", "similarity", "comparison",
               "cohort_score", "precision", "batch_size", "memory_budget_gb", "folds", "seeds",
               "fold_seed", "min_test_images", "selection_score", "random_orders",
-              "match_weights", "saliency", "examples_per_group", "save_feature_maps", "out")
+              "match_weights", "saliency", "examples_per_group", "categories",
+              "save_feature_maps", "out")
 
 
 @dataclasses.dataclass
@@ -80,6 +82,7 @@ class RunConfig:
   match_weights: Optional[Sequence[str]] = None
   saliency: str = "spectral_residual"
   examples_per_group: int = 4
+  categories: str = ""   # a name,category CSV (ais_jax.io.categories); kriegeskorte92 has its own
   save_feature_maps: bool = False
   overwrite: bool = False
 
@@ -164,8 +167,9 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   """Runs everything for one cohort and writes the report; returns the summary."""
   from ais_jax.io import runs
   from ais_jax.report import index
+  from ais_jax.report import browser
   from ais_jax.report.sections import aim2, heatmaps, planted, reproduction, run_data
-  from ais_jax.report.sections import saliency, selection
+  from ais_jax.report.sections import saliency, selection, similarity, summary_text, top_maps
   report = progress or (lambda message: None)
   t_start = time.perf_counter()
   timings: dict[str, float] = {}
@@ -221,9 +225,21 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
     files += selection_result["files"]
 
   t = time.perf_counter()
-  examples = heatmaps.examples(cohort, config)
-  files += heatmaps.analyse(main_model, cohort, out, examples)["files"]
+  similarity_result = similarity.analyse(models, cohort, config, out)
+  files += similarity_result["files"]
+  results["similarity_agreement"] = similarity_result["agreement"]
+  stage("similarity", t)
+
+  t = time.perf_counter()
+  row_agreement = similarity_result["row_agreement"][main_model.label]
+  examples = heatmaps.examples(cohort, config, row_agreement)
+  files += heatmaps.analyse(main_model, cohort, out, examples, row_agreement)["files"]
   stage("heatmap_figures", t)
+
+  t = time.perf_counter()
+  top_maps_result = top_maps.analyse(main_model, cohort, out)
+  files += top_maps_result["files"]
+  stage("top_maps", t)
 
   t = time.perf_counter()
   distributions = aim2.distribution_analysis(models, cohort, out)
@@ -272,7 +288,7 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   saliency_result = None
   if sal_maps is not None:
     t = time.perf_counter()
-    saliency_result = saliency.analyse(main_model, cohort, sal_maps, config, out, examples,
+    saliency_result = saliency.analyse(main_model, cohort, sal_maps, config, out,
                                        command=command)
     files += saliency_result["files"]
     results["saliency_rr_all_images"] = saliency_result["all_images"]
@@ -283,9 +299,15 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   flag_values = {k: v for k, v in dataclasses.asdict(config).items() if k != "overwrite"}
   flag_values.update(dataset=dataset, out=out, weights=weights)
   rerun = rerun_command(flag_values, dataclasses.asdict(RunConfig()))
+  sections.append(summary_text.section(
+      cohort=cohort, models=models, similarity=similarity_result, selection=selection_result,
+      planted=planted_result, match=match_result, categories=category_result,
+      saliency=saliency_result, config=config))
   if planted_result is not None:
     sections.append(planted.section(planted_result, cohort, selection_result))
+  sections.append(similarity.section(similarity_result, models, config))
   sections.append(heatmaps.section(main_model, cohort))
+  sections.append(top_maps.section(top_maps_result, main_model))
   if selection_result is not None:
     sections.append(selection.section(selection_result))
   sections.append(aim2.distributions_section(distributions))
@@ -296,6 +318,10 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   if saliency_result is not None:
     sections.append(saliency.section(saliency_result))
   sections.append(reproduction.section(models, out, rerun))
+  # The interactive browser beside index.html (linked from the page's introduction).
+  files.append(os.path.relpath(browser.write_browser(
+      out, cohort=cohort, models=models, similarity=similarity_result,
+      saliency_maps=sal_maps), out))
   index_path = index.write_index(
       out, title=f"ais_jax report: {dataset} / {main_model.label}", sections=sections,
       intro=[cohort.description,
@@ -304,8 +330,9 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
              f"{main_model.spec.embedding_layer}. Agreement of the model's similarity with the "
              f"human matrix ({config.comparison} of {config.similarity} similarities, all "
              f"maps): {results['baseline_agreement'][main_model.label]:.4f}."],
-      footer=[f"Rerun: {rerun}", "summary.json holds the flags, seeds, versions, input sha256s "
-              "and the numbers shown here."])
+      links=[(browser.BROWSER_FILE, "Interactive heatmap browser")],
+      footer=["summary.json holds the flags, seeds, versions, input sha256s and the numbers "
+              "shown here; the command that reruns this job is under 'Runs and reproduction'."])
   files.append(os.path.relpath(index_path, out))
   stage("index", t)
   timings["total"] = round(time.perf_counter() - t_start, 3)

@@ -45,6 +45,7 @@ from absl import flags
 
 from ais_jax import main_job
 from experiments import _common
+from experiments import _report_flags
 
 FLAGS = _common.FLAGS
 
@@ -78,8 +79,9 @@ def define_flags() -> None:
                            "with the main model's (Match score): registry names or checkpoint "
                            "directories; default for kriegeskorte92: "
                            f"{','.join(main_job.K92_MATCH_WEIGHTS)}; none otherwise.")
-  define(flags.DEFINE_integer, "examples_per_group", 4, "Heatmap grid: images shown per group "
-         "(category).", lower_bound=1)
+  define(flags.DEFINE_integer, "examples_per_group", 4, "Heatmap grid: images shown per "
+         "category (highest to lowest per-image agreement).", lower_bound=1)
+  _report_flags.define_categories_flag()
 
 
 def config_from_flags() -> main_job.RunConfig:

@@ -26,6 +26,7 @@ from typing import Sequence
 from absl import flags
 
 from experiments import _common
+from experiments import _report_flags
 
 FLAGS = _common.FLAGS
 # --images, --out and --saliency are shared with the other experiments (defined once in
@@ -39,7 +40,10 @@ _define(flags.DEFINE_enum, "saliency_fit", "resize", ["resize", "crop"], "How ex
         "fitted to the image: resize (default) or crop (published code).")
 _common.define_path("datasets", "", "Text file with one dataset label per image (default: the "
                     "run's datasets.txt, else one dataset).")
-_define(flags.DEFINE_integer, "n_examples", 8, "Images drawn in the contour figure (the first n).")
+_define(flags.DEFINE_integer, "n_examples", 8, "Images drawn in the contour figure (chosen by "
+        "relative risk at top 10%: highest and lowest per dataset label).")
+_report_flags.define_overlay_flags()
+_report_flags.define_categories_flag()
 
 
 def main(argv: Sequence[str]) -> None:
@@ -53,7 +57,9 @@ def main(argv: Sequence[str]) -> None:
   try:
     summary = run_saliency(FLAGS.ais_run, FLAGS.saliency, out, saliency_fit=FLAGS.saliency_fit,
                            images=FLAGS.images or None, datasets=FLAGS.datasets or None,
-                           n_examples=FLAGS.n_examples, command=command)
+                           categories=FLAGS.categories or None, n_examples=FLAGS.n_examples,
+                           command=command, save_overlays=FLAGS.save_overlays,
+                           alpha=FLAGS.alpha, colormap=FLAGS.colormap)
   except (ValueError, FileNotFoundError) as e:
     raise UserInputError(None, str(e)) from None
   with open(os.path.join(out, "rr_table.md")) as f:

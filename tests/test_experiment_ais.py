@@ -23,7 +23,8 @@ N = 8
 FLAG_NAMES = {"arch", "weights", "images", "image_list", "tfds_data_dir", "human",
               "human_labels", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
-              "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out"}
+              "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out",
+              "save_overlays", "colormap", "alpha", "categories"}
 
 
 def _cli(*args, timeout=300):
@@ -275,9 +276,17 @@ def test_selection_and_plot_selection_command_lines(cohort):
 
 def test_saliency_command_line_on_the_run(cohort):
   out = cohort["root"] / "saliency"
+  categories = cohort["root"] / "categories.csv"
+  categories.write_text("name,category\n" + "".join(
+      f"im{i}.png,{'odd' if i % 2 else 'even'}\n" for i in range(N)))
   proc = _module_cli("experiments.saliency", f"--ais_run={cohort['out']}", f"--out={out}",
-                     "--n_examples=2")
+                     "--n_examples=2", "--save_overlays", "--colormap=magma",
+                     f"--categories={categories}")
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # One overlay per image; the RR table has a row per category and one over all images.
+  assert sorted(os.listdir(out / "overlays")) == [f"im{i}.png" for i in range(N)]
+  assert {r["dataset"] for r in csv.DictReader(open(out / "rr_table.csv"))} == {
+      "even", "odd", "all images"}
   assert "| " in proc.stdout and f"to {out}" in proc.stdout
   # im3 is 40x30, the others 32x32: maps of mixed sizes are kept per image name.
   with np.load(out / "saliency.npz") as maps:

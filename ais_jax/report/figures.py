@@ -371,19 +371,20 @@ def ais_distributions(per_image_ais: Mapping[str, Any], out_png: str, *, bins: i
       if j == 0:
         extra = f": {h['n_positive']} of {h['n_maps']} maps with mean > 0 shown"
       elif j == 1:
-        extra = f": {v.size} maps"
+        extra = f": {v.size} of {h['n_maps']} maps with deviation > 0"
       else:
         extra = f": {v.size} images"
       ax.hist(v, bins=edges, histtype="step", lw=1.6, label=label + extra)
-    ax.set_yscale("log")
+    if j < 2:  # counts over hundreds of maps span decades; per image they do not
+      ax.set_yscale("log")
     ax.legend(fontsize=7, loc="upper left", frameon=False)
   for a, b in itertools.combinations(list(per_image_ais), 2):
     summary["ks"][f"{a} vs {b}"] = aim2.compare_models(per_image_ais[a], per_image_ais[b])
   axes[0].set_xlabel("log10 mean AIS of a map (over images)")
-  axes[1].set_xlabel("log10 mean absolute deviation of a map's AIS over images")
-  axes[2].set_xlabel("log10 mean absolute deviation of an image's AIS over maps")
-  for ax in axes:
-    ax.set_ylabel("count (log scale)")
+  axes[1].set_xlabel("log10 MAD of a map's AIS over images")
+  axes[2].set_xlabel("log10 MAD of an image's AIS over maps")
+  for j, ax in enumerate(axes):
+    ax.set_ylabel("count (log scale)" if j < 2 else "count")
     ax.margins(y=0.25)
   if title:
     fig.suptitle(title, fontsize=10)

@@ -60,34 +60,42 @@ def analyse(cohort, model, saliency_maps: Optional[list],
                       distractor=c.distractor_masks, target_points=c.target_factor)
   files += [os.path.join(pdir, f) for f in ("images.npy", "human_similarity.npy", "masks.npz")]
   files += _planted_mass_figure(reports, summaries, os.path.join(pdir, "mass.png"))
-  files += _planted_examples_figure(c, maps, os.path.join(pdir, "examples.png"))
+  files += _planted_examples_figure(c, maps, reports["AIS heatmap"]["target_mass"],
+                                   os.path.join(pdir, "examples.png"))
   return {"summary": summaries, "files": [os.path.relpath(p, out_dir) for p in files],
           "per_image": reports}
 
 
+TARGET_COLOUR = "#2ca02c"      # green, as the target outline in examples.png
+DISTRACTOR_COLOUR = "#c51b8a"  # magenta, as the distractor outline
+METHOD_COLOURS = {"AIS heatmap": "#08519c", "mean activation": "#888888",
+                  "spectral residual": "#e6850e"}
+
+
 def _planted_mass_figure(reports: dict, summaries: dict, out_png: str) -> list[str]:
+  """Left: mean mass on target / distractor per method against the areas; right: per image."""
   from matplotlib.figure import Figure
-  fig = Figure(figsize=(11, 3.6))
+  fig = Figure(figsize=(12, 4.0), layout="constrained")
   ax = fig.add_subplot(1, 2, 1)
   names = list(reports)
   x = np.arange(len(names))
   t = [summaries[n]["target_mass"]["mean"] for n in names]
   d = [summaries[n]["distractor_mass"]["mean"] for n in names]
-  ax.bar(x - 0.2, t, 0.4, color="#2ca02c", label="mass on target")
-  ax.bar(x + 0.2, d, 0.4, color="#d62728", label="mass on distractor")
+  ax.bar(x - 0.2, t, 0.4, color=TARGET_COLOUR, label="mass on target")
+  ax.bar(x + 0.2, d, 0.4, color=DISTRACTOR_COLOUR, label="mass on distractor")
   ta = summaries[names[0]]["target_area"]["mean"]
   da = summaries[names[0]]["distractor_area"]["mean"]
-  ax.axhline(ta, color="#2ca02c", ls="--", lw=1, label=f"target area ({ta:.3f})")
-  ax.axhline(da, color="#d62728", ls=":", lw=1, label=f"distractor area ({da:.3f})")
+  ax.axhline(ta, color=TARGET_COLOUR, ls="--", lw=1, label=f"target area ({ta:.3f})")
+  ax.axhline(da, color=DISTRACTOR_COLOUR, ls=":", lw=1.2, label=f"distractor area ({da:.3f})")
   ax.set_xticks(x, names)
   ax.set_ylabel("mean fraction of heatmap mass")
-  ax.legend(fontsize=7)
-  ax.set_title("where the heatmap mass falls (mean over images)", fontsize=9)
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+  ax.set_title("where the heatmap mass falls (mean over images)", fontsize=10)
   ax2 = fig.add_subplot(1, 2, 2)
-  for name, colour in zip(names, ["#e41a1c", "#777777", "#377eb8"]):
+  for name in names:
     r = reports[name]
-    ax2.scatter(r["distractor_enrichment"], r["target_enrichment"], s=12, color=colour, label=name,
-                alpha=0.8)
+    ax2.scatter(r["distractor_enrichment"], r["target_enrichment"], s=14,
+                color=METHOD_COLOURS.get(name, "#444444"), label=name, alpha=0.8)
   peaks = [np.nanmax(np.r_[r["target_enrichment"], r["distractor_enrichment"]])
            for r in reports.values()]
   lim = max(1.5, float(np.nanmax(peaks)) * 1.05)
@@ -98,38 +106,46 @@ def _planted_mass_figure(reports: dict, summaries: dict, out_png: str) -> list[s
   ax2.set_ylim(0, lim)
   ax2.set_xlabel("distractor: mass fraction / area fraction")
   ax2.set_ylabel("target: mass fraction / area fraction")
-  ax2.legend(fontsize=7)
-  ax2.set_title("per image (above the diagonal: more on the target)", fontsize=9)
-  fig.tight_layout()
+  ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+             title="map", title_fontsize=8)
+  ax2.set_title("per image (above the diagonal: more on the target)", fontsize=10)
   fig.savefig(out_png, dpi=110)
   return [out_png]
 
 
-def _planted_examples_figure(c, maps: dict, out_png: str, count: int = 8) -> list[str]:
+def _planted_examples_figure(c, maps: dict, target_mass: np.ndarray, out_png: str,
+                             count: int = 8) -> list[str]:
+  """The images with the highest and lowest AIS mass on the target (``target_mass`` ``[n]``;
+  others spread between), each with every map over a grey copy of the image and the
+  target/distractor outlines."""
   from matplotlib.figure import Figure
-  from ais_jax import heatmaps as heatmaps_lib
+  from ais_jax.report import figures
   count = min(count, c.images.shape[0])
+  chosen = figures.select_examples(["all"] * c.n, count, statistic=target_mass)
   rows = 1 + len(maps)
-  fig = Figure(figsize=(1.9 * count, 2.0 * rows))
-  for i in range(count):
-    ax = fig.add_subplot(rows, count, i + 1)
+  fig = Figure(figsize=(2.1 * count + 1.2, 2.3 * rows + 0.4), layout="constrained")
+  for col, i in enumerate(chosen):
+    ax = fig.add_subplot(rows, count, col + 1)
     ax.imshow(c.images[i])
-    ax.contour(c.target_masks[i].astype(float), levels=[0.5], colors=["#00ff00"], linewidths=1.2)
-    ax.contour(c.distractor_masks[i].astype(float), levels=[0.5], colors=["#ff00ff"],
-               linewidths=1.2)
-    ax.set_title(f"{c.image_names[i]}", fontsize=7)
+    ax.contour(c.target_masks[i].astype(float), levels=[0.5], colors=[TARGET_COLOUR],
+               linewidths=1.4)
+    ax.contour(c.distractor_masks[i].astype(float), levels=[0.5], colors=[DISTRACTOR_COLOUR],
+               linewidths=1.4)
+    ax.set_title(f"{c.image_names[i]}\nAIS mass on target {target_mass[i]:.2f}", fontsize=8)
     for r, (name, m) in enumerate(maps.items()):
-      axr = fig.add_subplot(rows, count, (r + 1) * count + i + 1)
-      axr.imshow(heatmaps_lib.overlay(c.images[i], m[i].astype(np.float32), alpha=0.7))
-      axr.contour(c.target_masks[i].astype(float), levels=[0.5], colors=["#00ff00"],
-                  linewidths=0.6)
-      if i == 0:
-        axr.set_ylabel(name, fontsize=8)
-    for a in fig.axes:
-      a.set_xticks([])
-      a.set_yticks([])
-  fig.axes[0].set_ylabel("image (green: target,\nmagenta: distractor)", fontsize=7)
-  fig.tight_layout()
+      axr = fig.add_subplot(rows, count, (r + 1) * count + col + 1)
+      axr.imshow(figures.heat_overlay(c.images[i], m[i].astype(np.float32)))
+      axr.contour(c.target_masks[i].astype(float), levels=[0.5], colors=[TARGET_COLOUR],
+                  linewidths=0.8)
+      if col == 0:
+        axr.set_ylabel(name, fontsize=9)
+  for a in fig.axes:
+    a.set_xticks([])
+    a.set_yticks([])
+  fig.axes[0].set_ylabel("image (green: target,\nmagenta: distractor)", fontsize=8)
+  figures.heat_colorbar(fig, fig.axes, shrink=0.5, pad=0.01)
+  fig.suptitle("Images ordered by the AIS heatmap's mass on the target, highest (left) to "
+               "lowest (right)", fontsize=10)
   fig.savefig(out_png, dpi=100)
   return [out_png]
 
@@ -198,15 +214,19 @@ def section(planted: dict, cohort, selection: Optional[dict]) -> index.Section:
                                                        rep[mth]["distractor_mass"][i])])
   return index.Section("Planted truth", [
       index.Figure("planted/examples.png", "The cohort and the three maps",
-                   "Top row: the generated images with the target (green outline; its number of "
-                   "points alone defines the similarity) and the distractor (magenta); below, "
-                   "each map overlaid in colour (red = most mass), target outline repeated.",
+                   "Top row: generated images, from the highest to the lowest share of AIS mass "
+                   "on the target (written above each), with the target (green outline; its "
+                   "number of points alone defines the similarity) and the distractor "
+                   "(magenta); below, each map over a grey copy of the image (bright = high; "
+                   "each map scaled to its own range, see the colour bar), target outline "
+                   "repeated.",
                    data=["planted/masks.npz", "planted/images.npy",
                          "planted/human_similarity.npy"]),
       index.Figure("planted/mass.png", "Heatmap mass on target vs distractor",
                    "Left: mean fraction of each map's mass on the target (green) and distractor "
-                   "(red) against their area fractions (dashed lines = what a uniform map would "
-                   "give); right: one dot per image, above the diagonal = more mass on the target "
+                   "(magenta) against their area fractions (dashed lines = what a uniform map would "
+                   "give); right: one dot per image and map (blue = AIS heatmap, grey = mean "
+                   "activation, orange = saliency), above the diagonal = more mass on the target "
                    "than on the distractor relative to their areas.",
                    data=["planted/mass_per_image.csv", "planted/mass_summary.json"]),
       index.Table("Mass fractions, mean over images",
@@ -221,5 +241,5 @@ def section(planted: dict, cohort, selection: Optional[dict]) -> index.Section:
                   + [f"{mth}: {w}" for mth in methods for w in ("target", "distractor")],
                   per_image, "One row per image: the fraction of each map's mass on the target "
                   "and on the distractor (compare with the two area columns).",
-                  data=["planted/mass_per_image.csv"], digits=3),
+                  data=["planted/mass_per_image.csv"], digits=3, collapsed=True),
   ])

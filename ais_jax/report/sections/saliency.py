@@ -18,14 +18,15 @@ def maps(cohort, config, report) -> Optional[list]:
   return saliency_report.saliency_maps(cohort.images, cohort.names, config.saliency)
 
 
-def analyse(model, cohort, sal_maps: list, config, out_dir: str, examples: Sequence[int], *,
+def analyse(model, cohort, sal_maps: list, config, out_dir: str, *,
             command: Optional[Sequence[str]] = None) -> dict:
-  """``saliency_report.compare`` for the main model into ``<out>/saliency``."""
+  """``saliency_report.compare`` for the main model into ``<out>/saliency`` (contour examples
+  chosen by relative risk, highest and lowest per category)."""
   from ais_jax.report import saliency_report
   sdir = os.path.join(out_dir, "saliency")
   result = saliency_report.compare(cohort.images, model.run.heatmaps, cohort.names, cohort.groups,
                                    sdir, saliency=config.saliency, maps=sal_maps,
-                                   index=list(examples)[:8], ais_run=model.folder,
+                                   ais_run=model.folder,
                                    command=command)
   files = result["files"] + ["saliency_summary.json"]
   return {"saliency": config.saliency, "rows": result["rr_table"],
@@ -39,13 +40,18 @@ def section(saliency: dict) -> index.Section:
            r["undefined_reasons"]] for r in saliency["rows"]]
   return index.Section("AIS heatmaps vs saliency", [
       index.Figure("saliency/pr_curves.png", "Precision-recall of saliency against AIS targets",
-                   "Target = the top pixels of the AIS heatmap (one panel per threshold); each "
-                   "curve traces saliency thresholds; curves near the dashed chance line mean "
-                   "saliency does not predict where the AIS heatmap is high.",
-                   data=["saliency/pr_curves.csv"]),
-      index.Figure("saliency/contours.png", "AIS (red) and saliency (blue) contours",
-                   "Contours of the top 5/10/15% pixels of each map (thicker = smaller set) with "
-                   "the relative risk printed on each image.", data=["saliency/contours.json"]),
+                   "Target = the top 40/30/20/10% pixels of the AIS heatmap (one panel each, the "
+                   "paper's Figure 4 thresholds); each curve traces saliency thresholds, black = "
+                   "all images, colours = categories, AUC in the legend; curves near the dashed "
+                   "chance line mean saliency does not predict where the AIS heatmap is high. "
+                   "The relative-risk table below uses smaller sets (top 5/10/15%, the paper's "
+                   "Table 1): the two answer the same question at different strictness.",
+                   data=["saliency/pr_curves.csv", "saliency/pr_curves.json"]),
+      index.Figure("saliency/contours.png", "AIS (red, solid) and saliency (blue, dashed) contours",
+                   "Contours of the top 5/10/15% pixels of each map (thicker = smaller set) over "
+                   "a grey copy of the image, with the relative risk printed on each; in each "
+                   "category the images with the highest and the lowest RR at top 10% are shown.",
+                   data=["saliency/contours.json"]),
       index.Table("Relative risk (the paper's Table 1)",
                   ["dataset", "top %", "mean RR", "sd", "images", "undefined", "why undefined"],
                   rows, "RR = P(top AIS pixel | salient) / P(top AIS pixel | not salient); 1 = "
