@@ -87,7 +87,8 @@ def _check_options(*, similarity, comparison, cohort_score, precision, human_kin
   _check_choice("--comparison", comparison, COMPARISONS)
   _check_choice("--cohort_score", cohort_score, COHORT_SCORES)
   _check_choice("--precision", precision, PRECISIONS)
-  _check_choice("--human_kind", human_kind, HUMAN_KINDS)
+  if human_kind is not None:  # None: not stated (validation.check_human_kind).
+    _check_choice("--human_kind", human_kind, HUMAN_KINDS)
   if cohort_score == "r2" and comparison != "pearson":
     raise UserInputError("--cohort_score", "r2 (squared Pearson r) needs --comparison=pearson; "
                          "Spearman agreement has no r^2 variant, use --cohort_score=r")
@@ -331,7 +332,7 @@ def _environment() -> dict:
 def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional[str] = None,
             image_list: Optional[str] = None, image_names: Optional[Sequence[str]] = None,
             tfds_data_dir: Optional[str] = None, human_labels: Optional[str] = None,
-            human_key: Optional[str] = None, human_kind: str = "similarity",
+            human_key: Optional[str] = None, human_kind: Optional[str] = None,
             similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
             precision: str = "exact", batch_size: int = 32, memory_budget_gb: float = 2.0,
             save_feature_maps: bool = False, overwrite: bool = False,
@@ -355,7 +356,9 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
       ``.csv`` names its own): the matrix is reordered to the image order
       (:func:`ais_jax.io.human.load_human_labelled`).
     human_key: ``.mat`` variable name.
-    human_kind: 'similarity' or 'dissimilarity' (negated).
+    human_kind: 'similarity' or 'dissimilarity' (negated); None: not stated (used as similarity,
+      refused if its diagonal says dissimilarity; a stated kind the diagonal contradicts is
+      recorded in the summary's warnings).
     similarity: 'pearson' | 'spearman' | 'cosine' (model similarity between embeddings).
     comparison: 'pearson' | 'spearman' (agreement with the human matrix).
     cohort_score: 'r' | 'r2' (cohort AIS on r or on squared Pearson r).
@@ -428,12 +431,21 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
     matrix = np.asarray(human, np.float64)
     matrix = -matrix if human_kind == "dissimilarity" else matrix
     try:
-      human_matrix = validation.validate_human_similarity(matrix, n, name="human")
+      human_matrix = validation.validate_human_similarity(matrix, n, name="human",
+                                                          kind_stated=human_kind is not None)
     except ValueError as e:
       raise UserInputError(None, str(e)) from None
     human_record = {"path": None, "sha256": sha256_array(np.asarray(human)), "key": None,
                     "kind": human_kind}
   human_record["missing_pairs"] = int(np.isnan(human_matrix[np.triu_indices(n, 1)]).sum())
+  if human_kind is not None:  # Stated, but the diagonal says the other kind: recorded.
+    from ais_jax import validation
+    kind_note = validation.check_human_kind(human_matrix, kind_stated=True,
+                                            name=os.fspath(human) if isinstance(
+                                                human, (str, os.PathLike)) else "human")
+    if kind_note:
+      run_warnings.append(kind_note)
+      human_record["kind_warning"] = kind_note
   timings["load_human"] = time.perf_counter() - t
 
   t = time.perf_counter()

@@ -31,8 +31,26 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --dst.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  directory = weights.convert_file(_SRC.value, _DST.value, arch=_ARCH.value,
-                                   num_classes=_NUM_CLASSES.value, overwrite=_OVERWRITE.value)
+  import os  # pylint: disable=g-import-not-at-top
+  from ais_jax import models  # pylint: disable=g-import-not-at-top
+  from ais_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  from ais_jax.io import runs  # pylint: disable=g-import-not-at-top
+  # Before reading the (possibly large) --src: the names, and that --dst can be written.
+  if _ARCH.value not in models.names():
+    raise UserInputError("--arch", f"unknown architecture {_ARCH.value!r}; known: "
+                         f"{', '.join(models.names())}")
+  if not os.path.isfile(_SRC.value):
+    raise UserInputError(_SRC.value, "no such file; --src is a .pth/.pt or .safetensors state "
+                         "dict")
+  if os.path.lexists(_DST.value) and not _OVERWRITE.value:
+    raise UserInputError(_DST.value, "already exists; choose another --dst or pass --overwrite "
+                         "to replace it")
+  runs.check_out_dir(_DST.value, overwrite=True, input_name="--dst")
+  try:
+    directory = weights.convert_file(_SRC.value, _DST.value, arch=_ARCH.value,
+                                     num_classes=_NUM_CLASSES.value, overwrite=_OVERWRITE.value)
+  except (ValueError, KeyError, FileExistsError) as e:  # Unreadable file, wrong architecture.
+    raise UserInputError(None, str(e).strip("'\"")) from None
   print(f"converted {_SRC.value} ({_ARCH.value}) -> {directory}")
 
 

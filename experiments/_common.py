@@ -186,8 +186,10 @@ def define_cohort_flags(human: bool = True) -> None:
               module_name=module)
   define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat --human file (required "
               "when it holds more than one matrix).", module_name=module)
-  define_flag(flags.DEFINE_enum, "human_kind", "similarity", ["similarity", "dissimilarity"],
-              "What --human holds; dissimilarities are negated (S = -D).", module_name=module)
+  define_flag(flags.DEFINE_enum, "human_kind", None, ["similarity", "dissimilarity"],
+              "What --human holds; dissimilarities are negated (S = -D). Not given: used as "
+              "similarities, but a matrix whose diagonal is the minimum of nearly every row (a "
+              "distance matrix) is refused until you state the kind.", module_name=module)
 
 
 def define_ais_flags() -> None:
@@ -287,9 +289,78 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
   print(f"warning: {message}", file=file or sys.stderr, flush=True)
 
 
-def _fail(message: str) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-  sys.exit(USER_ERROR_EXIT_CODE)
+# ----------------------------------------------------------------------------------------------
+# Running a main: one-line errors, exit codes, Ctrl-C
+
+INTERRUPT_EXIT_CODE = 130
+MAX_ERROR_CHARS = 500
+# Seconds a first Ctrl-C waits for the program to unwind (staging folders removed, files closed)
+# before the process ends anyway; a second Ctrl-C ends it at once.
+INTERRUPT_GRACE_S = 10.0
+_interrupt = {"count": 0, "in_process": False}
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+  """``message`` on one line, its middle elided past ``limit`` characters (start and end kept:
+  the input is named first and the fix said last)."""
+  text = " ".join(str(message).split())
+  if len(text) <= limit:
+    return text
+  head, tail = (limit * 2) // 3, limit // 3 - 5
+  return f"{text[:head]} ... {text[-tail:]}"
+
+
+def _exit(code: int) -> None:
+  """Ends the process with ``code``: stdout/stderr flushed, then ``os._exit``.
+
+  Not ``sys.exit``: at interpreter shutdown after JAX has run, XLA's and orbax's worker threads
+  are torn down under live Python callbacks, which crashed with ``Fatal Python error:
+  Segmentation fault`` (exit 139) after a Ctrl-C. Every file of a run is already closed (written
+  through staging folders), so nothing is lost by skipping the shutdown. In-process callers
+  (tests) get ``SystemExit(code)`` instead.
+  """
+  for stream in [sys.stdout, sys.stderr] + [getattr(h, "stream", None) for h in
+                                            logging.getLogger().handlers]:
+    try:
+      stream.flush()
+    except (AttributeError, OSError, ValueError):
+      pass
+  if _interrupt["in_process"]:
+    raise SystemExit(code)
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def _fail(message: str, *, debug: bool = False) -> None:
+  if debug:
+    import traceback  # pylint: disable=g-import-not-at-top
+    traceback.print_exc()
+  print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+  _exit(USER_ERROR_EXIT_CODE)
+
+
+def _interrupted() -> None:
+  print("interrupted (Ctrl-C); an existing --out is left as it was", file=sys.stderr, flush=True)
+  _exit(INTERRUPT_EXIT_CODE)
+
+
+def _on_sigint(signum, frame) -> None:
+  """First Ctrl-C: KeyboardInterrupt in the main thread (the program unwinds and removes its
+  staging folders), and a watchdog ends the process after INTERRUPT_GRACE_S if the interrupt was
+  swallowed (a KeyboardInterrupt raised inside a garbage-collector callback is only printed).
+  Second Ctrl-C: ends the process at once (kill-safe: runs are swapped in whole)."""
+  del signum, frame
+  _interrupt["count"] += 1
+  if _interrupt["count"] > 1 and not _interrupt["in_process"]:
+    _interrupted()
+  if _interrupt["count"] == 1 and not _interrupt["in_process"]:
+    import threading  # pylint: disable=g-import-not-at-top
+
+    def watchdog():
+      time.sleep(INTERRUPT_GRACE_S)
+      _interrupted()
+
+    threading.Thread(target=watchdog, daemon=True, name="ctrl-c-watchdog").start()
+  raise KeyboardInterrupt
 
 
 def _parse_flags(argv):
@@ -299,8 +370,35 @@ def _parse_flags(argv):
     _fail(f"{e} (see --help)")
 
 
-def run(main: Callable[[list], None]) -> None:
-  """``absl.app.run(main)`` with one-line errors (exit 2) for flag errors and UserInputError."""
+def _os_error_message(e: OSError) -> str:
+  """``<path>: <reason>`` of an OSError about a file (permission, missing, disk full...)."""
+  names = [n for n in (e.filename, e.filename2) if n]
+  what = " -> ".join(str(n) for n in names) or "a file"
+  reason = e.strerror or str(e)
+  return f"{what}: {reason} ({type(e).__name__}; --debug shows where)"
+
+
+def run(main: Callable[[list], None], argv: list | None = None) -> None:
+  """``absl.app.run(main)`` with the error rules every command follows.
+
+  * A flag error or :class:`UserInputError`: one line ``error: <input>: <problem and fix>`` on
+    stderr (at most :data:`MAX_ERROR_CHARS` characters), exit status 2.
+  * An ``OSError`` about a file (permission denied, disk full, missing file): one line naming the
+    file, exit 2. ``MemoryError``: one line, exit 2.
+  * Ctrl-C: one line, exit 130, never a crash at exit; outputs are swapped in whole
+    (``ais_jax.io.runs.staged_dir``), so an existing ``--out`` is left as it was.
+  * ``--debug``: the traceback too. Any other exception is a bug and keeps its traceback (exit 1).
+
+  Args:
+    main: the absl main.
+    argv: the command line (default ``sys.argv``); given, the run is in-process (tests): exits
+      raise ``SystemExit`` instead of ending the process, and no Ctrl-C watchdog is started.
+  """
+  define_flag(flags.DEFINE_bool, "debug", False, "On an error, also print the Python traceback "
+              "(for bug reports).")
+  _interrupt.update(count=0, in_process=argv is not None)
+  previous_handler = signal.getsignal(signal.SIGINT)
+  signal.signal(signal.SIGINT, _on_sigint)
 
   def wrapped(argv):
     warnings.showwarning = _show_warning
@@ -308,12 +406,30 @@ def run(main: Callable[[list], None]) -> None:
       absl_logging.set_verbosity(absl_logging.WARNING)
     if len(argv) > 1:
       _fail(f"command line: unexpected arguments {argv[1:]}; every option is a --flag=value")
+    debug = FLAGS.debug
     try:
-      return main(argv)
+      main(argv)
     except UserInputError as e:
-      _fail(str(e))
+      _fail(str(e), debug=debug)
+    except app.UsageError as e:
+      _fail(f"command line: {e} (see --help)", debug=debug)
     except KeyboardInterrupt:
-      print("interrupted", file=sys.stderr)
-      sys.exit(130)
+      _interrupted()
+    except MemoryError:
+      _fail("out of memory; lower --batch_size or --memory_budget_gb, or use fewer images",
+            debug=debug)
+    except OSError as e:
+      if e.filename is None and e.errno is None:
+        raise
+      _fail(_os_error_message(e), debug=debug)
+    if _interrupt["count"]:  # A Ctrl-C that was swallowed on the way (see _on_sigint).
+      _interrupted()
+    _exit(0)
 
-  app.run(wrapped, flags_parser=_parse_flags)
+  try:
+    app.run(wrapped, argv=argv, flags_parser=_parse_flags)
+  except KeyboardInterrupt:  # During flag parsing or imports before main.
+    _interrupted()
+  finally:
+    signal.signal(signal.SIGINT, previous_handler)
+

@@ -75,7 +75,11 @@ def _load_inputs(report):
   spec, variables, _, module = pipeline.load_model(FLAGS.weights, FLAGS.arch or None)
   head = spec.get_ablation_head(variables)
   if FLAGS.maps:
-    maps = np.load(FLAGS.maps)
+    try:
+      maps = np.load(FLAGS.maps, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+      raise UserInputError(FLAGS.maps, f"cannot read it as a .npy array [n, h, w, K] "
+                           f"({type(e).__name__}: {e})") from None
     if maps.ndim != 4 or maps.shape[-1] != spec.num_maps:
       raise UserInputError("--maps", f"expected [n, h, w, {spec.num_maps}] maps of "
                            f"{spec.name}, got shape {list(maps.shape)}")

@@ -208,7 +208,7 @@ def match_labels(labels: Sequence[str], image_names: Sequence[str], *, source: s
   return np.asarray(order, int)
 
 
-def load_human_labelled(path: str, *, key: str | None = None, kind: str = "similarity",
+def load_human_labelled(path: str, *, key: str | None = None, kind: str | None = None,
                         n_images: int | None = None,
                         image_names: Optional[Sequence[str]] = None,
                         labels: Optional[Sequence[str] | str] = None) -> HumanMatrix:
@@ -217,7 +217,9 @@ def load_human_labelled(path: str, *, key: str | None = None, kind: str = "simil
   Args:
     path: ``.npy``, ``.csv`` or ``.mat`` file (formats in the module docstring).
     key: the variable of a ``.mat`` file (required when it holds several candidates).
-    kind: 'similarity' or 'dissimilarity' (negated: ``S = -D``).
+    kind: 'similarity' or 'dissimilarity' (negated: ``S = -D``); None: not stated, used as
+      similarities but refused if its diagonal says dissimilarities (a stated kind that the
+      diagonal contradicts runs with a ``validation.HumanKindWarning``).
     n_images: the cohort size the matrix must match (None: not checked).
     image_names: the images' names in the cohort order (needed for a labelled matrix).
     labels: labels of the rows/columns (a list, or a text file with one per line) for a file
@@ -232,7 +234,7 @@ def load_human_labelled(path: str, *, key: str | None = None, kind: str = "simil
     labels that do not match the images).
   """
   path = os.fspath(path)
-  if kind not in HUMAN_KINDS:
+  if kind is not None and kind not in HUMAN_KINDS:
     raise UserInputError("human_kind", f"{kind!r} is not one of {HUMAN_KINDS}")
   if not os.path.isfile(path):
     raise UserInputError(path, "no such file; give a .npy, .csv or .mat matrix [n, n]")
@@ -276,7 +278,8 @@ def load_human_labelled(path: str, *, key: str | None = None, kind: str = "simil
   if kind == "dissimilarity":
     matrix = -matrix
   try:
-    matrix = validation.validate_human_similarity(matrix, n_images, name=path)
+    matrix = validation.validate_human_similarity(matrix, n_images, name=path,
+                                                  kind_stated=kind is not None)
   except ValueError as e:
     # The validator's message starts with the name we gave it; keep it one line.
     message = str(e)
@@ -286,7 +289,7 @@ def load_human_labelled(path: str, *, key: str | None = None, kind: str = "simil
   return HumanMatrix(matrix=matrix, labels=row_labels, order=order)
 
 
-def load_human(path: str, *, key: str | None = None, kind: str = "similarity",
+def load_human(path: str, *, key: str | None = None, kind: str | None = None,
                n_images: int | None = None, image_names: Optional[Sequence[str]] = None,
                labels: Optional[Sequence[str] | str] = None) -> np.ndarray:
   """:func:`load_human_labelled`'s matrix: float64 ``[n, n]`` in the image order."""
