@@ -259,7 +259,9 @@ class ReweightResult:
     baseline_train, baseline_test: ``[S, V]`` the same for the unweighted start (keep mask).
     lam: ``[S, V]`` lambda chosen by the inner cross-validation; val_scores: ``[S, V, G]``.
     lambdas: the grid; fell_back: ``[S, V]`` bool, float64 check failed -> unweighted weights.
-    settings, timings: options used; seconds (``fit_s`` includes compilation on first use).
+    settings, timings: options used; seconds (``fit_s`` includes compilation on first use;
+      ``cpu_s``: CPU time of this process, all threads, which on a shared machine says more
+      than the wall time).
   """
   variants: tuple
   keep: np.ndarray
@@ -370,7 +372,7 @@ def fit_weights(head, maps, human, train_masks, test_masks, keep, *, variants: S
   grid = np.asarray(lambdas, np.float64)
   if grid.ndim != 1 or grid.size < 1 or not np.all(grid >= 0):
     raise ValueError(f"lambdas={tuple(lambdas)}: need a nonempty grid of values >= 0")
-  t0 = time.perf_counter()
+  t0, cpu0 = time.perf_counter(), time.process_time()
   inner_tr, inner_va = inner_masks(h, train_masks, test_indices=test_indices,
                                    inner_folds=inner_folds, inner_seed=inner_seed)
   f_count, g_count = inner_folds, grid.size
@@ -428,7 +430,8 @@ def fit_weights(head, maps, human, train_masks, test_masks, keep, *, variants: S
       variants=tuple(variants), keep=keep, weights=weights, train=train_l, test=test_l,
       baseline_train=base_train, baseline_test=base_test, lam=lam_chosen, val_scores=mean_val,
       lambdas=tuple(float(x) for x in grid), fell_back=fell_back, settings=settings,
-      timings={"fit_s": t_fit - t0, "score_s": t_end - t_fit, "total_s": t_end - t0})
+      timings={"fit_s": t_fit - t0, "score_s": t_end - t_fit, "total_s": t_end - t0,
+               "cpu_s": time.process_time() - cpu0})
 
 
 SCORE_WIDTH = 4  # weight vectors per scoring call (padded): one compilation per cohort

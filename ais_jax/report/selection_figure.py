@@ -68,7 +68,8 @@ def selection_bars(groups: Mapping[str, Mapping[str, Any]], out_png: str, *,
 
   Args:
     groups: ``{label: {"full", "retained", "se", "mean_m_star", optional "random",
-      "se_random", "learned", "learned_retained", "se_methods", "K", "p_paired"}}`` in display order (:func:`group_from_cv` builds one).
+      "se_random", "learned", "learned_retained", "se_methods", "K", "p_paired"}}`` in display
+      order (:func:`group_from_cv` builds one).
     out_png: path ending in ``.png``; ``.csv`` and ``.json`` with the same stem are written too.
 
   Returns:
