@@ -212,3 +212,13 @@ def test_float32_agreement_ignores_missing_pairs_outside_the_mask():
   want = np.corrcoef(s[mask], h[mask])[0, 1]
   np.testing.assert_allclose(reweight._agreement32(s, h, mask, "r"), want, rtol=1e-6)
   np.testing.assert_allclose(reweight._agreement32(s, h, mask, "r2"), want ** 2, rtol=1e-6)
+
+
+def test_inner_masks_pair_splits_partition_the_train_pairs():
+  _, human = _cohort()
+  train, _ = selection.pair_split_masks(human, seeds=2)
+  inner_tr, inner_va = reweight.inner_masks(human, train, inner_folds=3)
+  for s in range(2):
+    np.testing.assert_array_equal(inner_va[s].sum(0), train[s])      # each train pair once
+    for f in range(3):
+      np.testing.assert_array_equal(inner_tr[s, f], train[s] & ~inner_va[s, f])
