@@ -97,8 +97,8 @@ def corrected_resampled_ttest(a, b, *, n_train, n_test, alternative: str = "two-
   var = np.var(d, ddof=1)
   mean = float(np.mean(d))
   se = np.sqrt((1.0 / j + ratio) * var)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    t = mean / se if se > 0 else (np.nan if mean == 0 else np.copysign(np.inf, mean))
+  # No spread: t is undefined for a zero mean and infinite otherwise (no division happens).
+  t = mean / se if se > 0 else (np.nan if mean == 0 else np.copysign(np.inf, mean))
   dist = scipy.stats.t(df=j - 1)
   if alternative == "two-sided":
     p = 2 * dist.sf(abs(t))
@@ -147,7 +147,7 @@ def loftus_masson_se(data, *, confidence: float = 0.95) -> WithinSubjectError:
   j, c = x.shape
   if j < 2:
     raise ValueError(f"need at least 2 subjects without NaN, got {j}")
-  resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + x.mean()
+  resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0) + x.mean()
   df = (j - 1) * (c - 1)
   ms = float(np.sum(resid ** 2) / df)
   se = float(np.sqrt(ms / j))

@@ -92,6 +92,11 @@ def test_bad_alternative_is_refused():
                                     alternative="bigger")
 
 
+def test_unequal_lengths_are_refused():
+  with pytest.raises(ValueError, match="differ in length: 3 vs 2"):
+    stats.paired_ttest([0.1, 0.2, 0.3], [0.1, 0.2])
+
+
 def test_two_pairs_is_the_minimum():
   """Boundary on both sides: 2 pairs give a test (df 1), 1 pair is refused."""
   a, b = [0.4, 0.7], [0.1, 0.5]
@@ -115,6 +120,7 @@ def test_corrected_ttest_degrees_of_freedom_and_reported_fields():
   d = a[:5] - b[:5]
   t = d.mean() / np.sqrt((1 / 5 + 5 / 20) * d.var(ddof=1))
   assert (got.df, got.n, got.n_dropped, got.alternative) == (4.0, 5, 1, "less")
+  assert got.mean_difference == pytest.approx(d.mean(), rel=1e-15)
   assert got.statistic == pytest.approx(t, rel=1e-12)
   assert got.pvalue == pytest.approx(scipy.stats.t.cdf(t, 4), rel=1e-10)
   # Ratios that vary by split enter through their mean.
@@ -146,6 +152,8 @@ def test_loftus_masson_means_and_dropped_rows():
   assert (got.n_subjects, got.n_dropped, got.df) == (4, 1, 3)
   with pytest.raises(ValueError, match="at least 2 subjects"):
     stats.loftus_masson_se(data[[0, 2]])
+  two = stats.loftus_masson_se(data[[0, 1]])   # the minimum: 2 subjects, df 1
+  assert (two.n_subjects, two.df) == (2, 1) and two.se > 0
   with pytest.raises(ValueError, match="conditions"):
     stats.loftus_masson_se(data[:, :1])
 
