@@ -336,6 +336,7 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
             similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
             precision: str = "exact", batch_size: int = 32, memory_budget_gb: float = 2.0,
             save_feature_maps: bool = False, overwrite: bool = False,
+            trunk_cache=None,
             progress: Optional[Callable[[str], None]] = None,
             flags: Optional[Mapping[str, Any]] = None,
             command: Optional[Sequence[str]] = None) -> AisRun:
@@ -367,6 +368,8 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
     memory_budget_gb: bounds the AIS stage's chunks.
     save_feature_maps: also write ``feature_maps.npy`` ``[n, h, w, K]``.
     overwrite: replace the files of a non-empty ``out``.
+    trunk_cache: an ``ais_jax.io.activation_cache.ActivationCache`` (``--cache``): the trunk
+      maps are read from it when cached, stored in it otherwise (None: the trunk always runs).
     progress: receives one line per step (None: silent).
     flags: the command-line flags, recorded in the summary (default: the options above).
     command: the command line, recorded in the summary.
@@ -467,8 +470,11 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
   report(f"images: resized to {resized.shape[1]}x{resized.shape[2]} ({spec.resize}) in "
          f"{timings['resize']:.1f} s")
 
-  maps = trunk_maps(spec, module, variables, resized, batch_size=batch_size, progress=report,
-                    timings=timings)
+  # Activation cache (issue 14): trunk_maps runs only when the cache misses or is off.
+  from ais_jax.io import activation_cache
+  maps = activation_cache.cached_trunk_maps(
+      spec, module, variables, resized, cache=trunk_cache, precision=precision,
+      batch_size=batch_size, progress=report, timings=timings)
   _, h, w, k = maps.shape
   t = time.perf_counter()
   logits = head_logits(module, variables, maps, batch_size=batch_size)

@@ -240,6 +240,23 @@ def define_selection_score_flag() -> None:
               "always uses r.", module_name=_caller_module(1))
 
 
+def define_cache_flags() -> None:
+  """--[no]cache, --cache_max_gb: the activation cache of trunk maps (ais_jax.io.activation_cache;
+  experiments.ais and the architecture sweep)."""
+  module = _caller_module(1)
+  define_flag(flags.DEFINE_bool, "cache", True, "Read and write trunk maps in the activation "
+              "cache ($AIS_JAX_HOME/activations): a run on the same images and weights skips the "
+              "trunk; --nocache computes the trunk every time.", module_name=module)
+  define_flag(flags.DEFINE_float, "cache_max_gb", 10.0, "Size bound of the activation cache in "
+              "GiB (least recently used entries are evicted).", module_name=module)
+
+
+def trunk_cache():
+  """The activation cache that --cache/--cache_max_gb ask for, or None (--nocache)."""
+  from ais_jax.io import activation_cache
+  return activation_cache.open_cache(FLAGS.cache, FLAGS.cache_max_gb)
+
+
 def define_saliency_flag() -> None:
   """--saliency (experiments.saliency and experiments.run)."""
   define_path("saliency", "spectral_residual", "Saliency compared with the AIS heatmaps: "

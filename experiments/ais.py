@@ -23,6 +23,7 @@ _common.define_model_flags()
 _common.define_cohort_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
+_common.define_cache_flags()
 
 FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human",
               "human_labels", "human_key", "human_kind",
@@ -42,7 +43,7 @@ def main(argv):
       human_kind=FLAGS.human_kind, similarity=FLAGS.similarity, comparison=FLAGS.comparison,
       cohort_score=FLAGS.cohort_score, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
       memory_budget_gb=FLAGS.memory_budget_gb, save_feature_maps=FLAGS.save_feature_maps,
-      overwrite=FLAGS.overwrite, out=FLAGS.out,
+      overwrite=FLAGS.overwrite, out=FLAGS.out, trunk_cache=_common.trunk_cache(),
       progress=_common.progress_printer(FLAGS.progress),
       flags=_common.flag_values(FLAG_NAMES), command=sys.argv)
   s = run.summary

@@ -9,8 +9,9 @@ r"""Aim 4 / Figure 6: the Aim 1 cross-validation for several architectures, per 
 
 Writes into --out: ``architectures.csv`` (one row per cohort x model cell), ``figure6.png``
 (+ ``.csv``), ``index.html``, ``sweep.json`` and ``cells/<cohort>/<weights>/`` (each cell's Aim 1
-files and ``cell.json``). Rerunning the same command resumes: finished cells are skipped;
-different settings are refused unless --overwrite (which recomputes). Trunk maps come from the
+splits in ``cv.json``, its row and tests in ``cell.json``). Rerunning the same command resumes:
+finished cells are skipped; different settings are refused unless --overwrite (which
+recomputes). Trunk maps come from the
 activation cache under $AIS_JAX_HOME/activations when an earlier run computed them
 (--nocache bypasses it). The logic is ``ais_jax.sweep.run_sweep``.
 """
@@ -22,6 +23,7 @@ import sys
 from absl import flags
 
 from experiments import _common
+from experiments import _report_flags
 
 FLAGS = _common.FLAGS
 _common.define_model_flags()
@@ -35,17 +37,13 @@ _define(flags.DEFINE_enum, "dataset", "", ["", "kriegeskorte92", "custom"],
         "when --images is given).")
 _define(flags.DEFINE_string, "data_dir", "", "Folder of the 92-image files (offline); empty: "
         "download into $AIS_JAX_HOME/data (needs internet).")
-_define(flags.DEFINE_string, "categories", "", "CSV 'name,category' with the category of each "
-        "image (by the names the image loader reports); needed for --by_category with your own "
-        "images.")
-_define(flags.DEFINE_bool, "by_category", False, "Also run each category as its own cohort.")
+_report_flags.define_categories_flag()  # --categories=FILE (name,category CSV)
+_define(flags.DEFINE_bool, "by_category", False, "Also run each category as its own cohort "
+        "(categories from --categories or the 92-image set).")
 _common.define_selection_flags()  # --folds --seeds --fold_seed --min_test_images --random_orders
 _common.define_selection_score_flag()
 _common.define_alternative_flag()
-_define(flags.DEFINE_bool, "cache", True, "Read and write trunk maps in the activation cache "
-        "($AIS_JAX_HOME/activations); --nocache computes the trunk every time.")
-_define(flags.DEFINE_float, "cache_max_gb", 10.0, "Size bound of the activation cache (least "
-        "recently used entries are evicted).")
+_common.define_cache_flags()  # --[no]cache --cache_max_gb
 
 
 def main(argv):

@@ -10,6 +10,22 @@ settings.register_profile("ci", derandomize=True, database=None, deadline=None, 
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+
+
+def pytest_configure(config):
+  """Runs in tests (and the command lines they start) read and write a private activation cache
+  (ais_jax.io.activation_cache), never the user's: a hit there would skip the trunk that a test
+  means to run. Removed when the session ends."""
+  import tempfile
+  config._ais_jax_activations = tempfile.mkdtemp(prefix="ais_jax_test_activations-")
+  os.environ["AIS_JAX_ACTIVATIONS"] = config._ais_jax_activations
+
+
+def pytest_unconfigure(config):
+  import shutil
+  shutil.rmtree(getattr(config, "_ais_jax_activations", ""), ignore_errors=True)
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("AIS_JAX_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
 GOLDEN = os.path.join(SHARED, "golden", "ais_small.npz")

@@ -16,13 +16,18 @@ from ais_jax.io import activation_cache as ac
 
 
 class _TinyTrunk(nn.Module):
-  """A stand-in trunk ([n, 16, 16, 3] -> [n, 8, 8, 4]) so the cache logic is tested fast."""
+  """A stand-in model ([n, 16, 16, 3] -> maps [n, 8, 8, 4] -> pooled embedding [n, 4], no
+  classifier) so the cache logic is tested fast."""
 
   def setup(self):
     self.conv = nn.Conv(4, (3, 3), strides=2)
 
   def trunk(self, x):
     return nn.relu(self.conv(x))
+
+  def head(self, maps, keep=None):
+    maps = maps if keep is None else maps * keep
+    return maps.mean(axis=(1, 2)), None
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +197,29 @@ def test_hashes_see_order_values_and_paths():
   assert ac.variables_sha256(v) != ac.variables_sha256(w)
   assert ac.variables_sha256(v) == ac.variables_sha256(
       {"params": {"b": np.ones(2, np.float32), "a": np.zeros(3, np.float32)}})
+
+
+def test_run_ais_reads_the_trunk_from_the_cache(model, tmp_path, monkeypatch):
+  """experiments.ais's library call: the second run on the same images skips the trunk and gives
+  bitwise the same AIS."""
+  spec, module, variables, images = model
+  human = np.corrcoef(np.random.default_rng(1).normal(size=(images.shape[0], 4)))
+  cache = ac.ActivationCache(str(tmp_path / "cache"))
+  loaded = (spec, variables, {}, module)
+  first = pipeline.run_ais(weights=loaded, images=images, human=human, trunk_cache=cache,
+                           batch_size=2)
+  assert first.summary["timings_s"]["trunk_cache"] == "miss"
+  monkeypatch.setattr(pipeline, "trunk_maps", lambda *a, **k: pytest.fail("trunk ran"))
+  second = pipeline.run_ais(weights=loaded, images=images, human=human, trunk_cache=cache,
+                            batch_size=2)
+  assert second.summary["timings_s"]["trunk_cache"] == "hit"
+  np.testing.assert_array_equal(second.feature_maps, first.feature_maps)
+  np.testing.assert_array_equal(second.per_image_ais, first.per_image_ais)
+
+
+def test_default_root_follows_the_environment(tmp_path, monkeypatch):
+  monkeypatch.setenv("AIS_JAX_ACTIVATIONS", str(tmp_path / "scratch"))
+  assert ac.ActivationCache().root == str(tmp_path / "scratch")
+  monkeypatch.delenv("AIS_JAX_ACTIVATIONS")
+  monkeypatch.setenv("AIS_JAX_HOME", str(tmp_path / "home"))
+  assert ac.ActivationCache().root == str(tmp_path / "home" / "activations")

@@ -283,3 +283,73 @@ def test_tfds_spec_parsing():
   for bad in ("tfds:", "tfds:a:b:3:4", "tfds:a:0"):
     with pytest.raises(UserInputError, match="tfds"):
       images_io.parse_tfds_spec(bad)
+
+
+_TINY_TFDS_BUILDER = '''
+import numpy as np
+import tensorflow_datasets as tfds
+
+class TinyAisImages(tfds.core.GeneratorBasedBuilder):
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(8, 8, 3)), "file_name": tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(5):
+      pixels = np.full((8, 8, 3), 40 * i, np.uint8)
+      yield i, {"image": pixels, "file_name": f"tiny{i}.png"}
+
+TinyAisImages(data_dir=DATA_DIR).download_and_prepare()
+'''
+
+
+def test_tfds_images_from_a_locally_prepared_dataset(tmp_path):
+  """Runs only where the optional tfds extra (with TensorFlow) is installed; never downloads."""
+  pytest.importorskip("tensorflow_datasets", reason="optional tfds extra (tensorflow-datasets "
+                      "+ TensorFlow, ~600 MB) not installed: kept out of CI")
+  pytest.importorskip("tensorflow", reason="tensorflow-datasets needs TensorFlow to read")
+  import subprocess
+  import sys
+  build = _TINY_TFDS_BUILDER.replace("DATA_DIR", repr(str(tmp_path)))
+  proc = subprocess.run([sys.executable, "-c", build], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  # A fresh process: the builder class is unknown there; the prepared files are read.
+  code = ("import json; from ais_jax.io import images; "
+          f"x, names = images.load_images('tfds:tiny_ais_images:train:3', "
+          f"tfds_data_dir={str(tmp_path)!r}); "
+          "print(json.dumps([list(x.shape), str(x.dtype), names, x[:, 0, 0].tolist()]))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  import json
+  shape, dtype, names, corner = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert shape == [3, 8, 8, 3] and dtype == "uint8" and len(set(names)) == 3
+  # tfds stores examples in its own (hashed-key) order: each name travels with its pixels.
+  for name, rgb in zip(names, corner):
+    i = int(name[len("tiny"):-len(".png")])
+    assert rgb == [40 * i] * 3
+
+
+def test_report_and_figure_titles_state_used_and_dropped_splits():
+  from ais_jax.report import selection_outputs
+  from ais_jax.report.sections import selection as selection_section
+  usage = {"used": 21, "dropped": 3, "min_test_pairs": 6,
+           "warning": "3 of 24 splits have an undefined test score"}
+  assert selection_outputs.split_counts_text({"split_usage": usage}, 24) == (
+      "mean over 21 splits, 3 dropped (undefined test score)")
+  assert selection_outputs.split_counts_text(
+      {"split_usage": dict(usage, used=24, dropped=0)}, 24) == "mean over 24 splits, 0 dropped"
+  record = {"tests": {}, "mean_test_full": 0.3, "mean_test_retained": 0.2, "mean_m_star": 4.0,
+            "mean_test_random_order": 0.1, "split_usage": usage,
+            "folds_message": "selection: using 3 folds",
+            "settings": {"random_orders": 1, "score": "r2", "splits": 24}}
+  section = selection_section.section(record)
+  text = section.items[0].how_to_read
+  assert "21 of 24 image-fold splits (3 dropped: undefined test score)" in text
+  assert "using 3 folds" in text and "undefined test score." in text

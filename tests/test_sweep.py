@@ -108,7 +108,7 @@ def tiny_models():
 @pytest.fixture
 def env(tmp_path, monkeypatch, tiny_models):
   """A custom cohort on disk (images .npy, human .npy, categories CSV), the tiny models behind
-  pipeline.load_model and a private activation cache."""
+  pipeline.load_model and an activation cache of its own."""
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (N_IMAGES, 8, 8, 3), dtype=np.uint8)
   features = rng.normal(size=(N_IMAGES, 5))
@@ -119,14 +119,15 @@ def env(tmp_path, monkeypatch, tiny_models):
   order = rng.permutation(N_IMAGES)
   rows = "".join(f"images.npy[{i}],{labels[order[i]]}\n" for i in range(N_IMAGES))
   (tmp_path / "cats.csv").write_text("name,category\n" + rows)
-  monkeypatch.setenv("AIS_JAX_HOME", str(tmp_path / "home"))
+  monkeypatch.setenv("AIS_JAX_ACTIVATIONS", str(tmp_path / "activations"))
 
   def load_model(weights, arch=None):
     return tiny_models[weights]
 
   monkeypatch.setattr(pipeline, "load_model", load_model)
   config = sweep.SweepConfig(
-      weights=["tiny_a", "tiny_b"], out=str(tmp_path / "sweep"), images=str(tmp_path / "images.npy"),
+      weights=["tiny_a", "tiny_b"], out=str(tmp_path / "sweep"),
+      images=str(tmp_path / "images.npy"),
       human=str(tmp_path / "human.npy"), categories=str(tmp_path / "cats.csv"), by_category=True,
       seeds=2, random_orders=1)
   return {"config": config, "images": images, "human": human,

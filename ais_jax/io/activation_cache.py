@@ -2,8 +2,8 @@
 trunk.
 
 An entry is the float32 maps ``[n, h, w, K]`` of one model on one image set, stored under
-``$AIS_JAX_HOME/activations/<digest>/`` where ``digest`` is the sha256 of the canonical JSON of its
-key (:func:`make_key`):
+``$AIS_JAX_HOME/activations/<digest>/`` (``$AIS_JAX_ACTIVATIONS/<digest>/`` when that is set)
+where ``digest`` is the sha256 of the canonical JSON of its key (:func:`make_key`):
 
 * ``weights_sha256``: the model's variables (every leaf's path, dtype, shape and bytes;
   :func:`variables_sha256`), so a re-converted or different checkpoint misses;
@@ -45,8 +45,14 @@ DEFAULT_MAX_GB = 10.0
 _CHUNK = 1 << 20
 
 
+ROOT_ENV = "AIS_JAX_ACTIVATIONS"
+
+
 def default_root() -> str:
-  """``$AIS_JAX_HOME/activations`` (default ``~/.cache/ais_jax/activations``)."""
+  """``$AIS_JAX_ACTIVATIONS`` if set (e.g. a scratch disk; the test suite sets a private one),
+  else ``$AIS_JAX_HOME/activations`` (default ``~/.cache/ais_jax/activations``)."""
+  if os.environ.get(ROOT_ENV):
+    return os.path.abspath(os.path.expanduser(os.environ[ROOT_ENV]))
   from ais_jax.io import weights as weights_io
   return os.path.join(weights_io.cache_dir(), "activations")
 

@@ -9,9 +9,10 @@ ignored, names matched case-insensitively) and one row per image:
     ...
 
 ``name`` is the image's name as the loader reports it (the file name in a folder of images, the
-line of ``--image_list``, or ``images.npy[0]``, ``images.npy[1]``, ... for a ``.npy`` array). Rows for images that are not
-in the cohort are allowed (one file can serve several image lists); every image of the cohort
-needs exactly one row with a non-empty category. Leading and trailing spaces are stripped.
+line of ``--image_list``, or ``images.npy[0]``, ``images.npy[1]``, ... for a ``.npy`` array).
+Rows for images that are not in the cohort are allowed (one file can serve several image lists);
+every image of the cohort needs exactly one row with a non-empty category. Leading and trailing
+spaces are stripped.
 
     categories = load_categories("cats.csv", image_names)   # ['face', 'body', ...], one per image
 """
@@ -109,8 +110,8 @@ def load_categories(path: str, image_names: Sequence[str]) -> list[str]:
     hint = (f"; names in the file that match no image: {_quote(unmatched)}" if unmatched else "")
     raise UserInputError(path, f"no category for {len(missing)} of {len(names)} images: "
                          f"{_quote(missing)}{hint}. The 'name' column must hold the image names "
-                         "as loaded (file names of --images, lines of --image_list, or FILE.npy[0], "
-                         "FILE.npy[1], ... for a .npy array)")
+                         "as loaded (file names of --images, lines of --image_list, or "
+                         "FILE.npy[0], FILE.npy[1], ... for a .npy array)")
   return [table[n] for n in names]
 
 

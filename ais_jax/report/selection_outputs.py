@@ -191,9 +191,9 @@ def write_outputs(out: str, result, summary: Mapping[str, Any], *, label: str,
 def split_counts_text(summary: Mapping[str, Any], n_splits: int) -> str:
   """'mean over 24 splits, 16 dropped (undefined test score)' from ``summary["split_usage"]``."""
   usage = summary.get("split_usage") or {"used": n_splits, "dropped": 0}
-  text = f"mean over {usage['used']} splits"
+  text = f"mean over {usage['used']} splits, {usage['dropped']} dropped"
   if usage["dropped"]:
-    text += f", {usage['dropped']} dropped (undefined test score)"
+    text += " (undefined test score)"
   return text
 
 

@@ -91,9 +91,8 @@ def section(selection: dict) -> index.Section:
   score = selection["settings"]["score"]
   splits = selection["settings"]["splits"]
   usage = selection.get("split_usage") or {"used": splits, "dropped": 0, "warning": None}
-  counts = f"{usage['used']} of {splits} image-fold splits"
-  if usage["dropped"]:
-    counts += f" ({usage['dropped']} dropped: undefined test score)"
+  counts = f"{usage['used']} of {splits} image-fold splits ({usage['dropped']} dropped"
+  counts += ": undefined test score)" if usage["dropped"] else ")"
   notes = [m for m in (selection.get("folds_message"), usage.get("warning")) if m]
   return index.Section("Map selection (held-out images)", [
       index.Figure("selection/selection.png", "Held-out agreement: all maps vs AIS-selected",
