@@ -45,8 +45,9 @@ _write_json = files.write_json
 _write_csv = files.write_csv
 
 
-def _save(fig: Figure, out_png: str, dpi: int = 110) -> str:
-  fig.savefig(out_png, dpi=dpi, bbox_inches="tight")
+def _save(fig: Figure, out_png: str, dpi: int = 110, tight: bool = True) -> str:
+  # ``tight`` draws the figure twice; figures with a constrained layout do not need it.
+  fig.savefig(out_png, dpi=dpi, bbox_inches="tight" if tight else None)
   return out_png
 
 
@@ -111,13 +112,36 @@ def heat_colorbar(fig: Figure, axes, *, cmap: str = HEAT_CMAP, label: str | None
   """One colorbar for overlays drawn by :func:`heat_overlay` (scale 0..1 per image)."""
   from matplotlib import cm, colors
   mappable = cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap)
-  bar = fig.colorbar(mappable, ax=axes, shrink=kwargs.pop("shrink", 0.8),
-                     label=label or f"heat: {HEAT_SCALE_NOTE}", **kwargs)
+  if "cax" not in kwargs:
+    kwargs.setdefault("shrink", 0.8)
+  bar = fig.colorbar(mappable, ax=axes, label=label or f"heat: {HEAT_SCALE_NOTE}", **kwargs)
   bar.set_ticks([0, 0.5, 1], labels=["min", "0.5", "max"])
   return bar
 
 
-def _short(name: str, limit: int = 18) -> str:
+def grid_figure(nrows: int, ncols: int, *, cell: tuple, left: float, right: float, top: float,
+                bottom: float, wspace: float = 0.06, hspace: float = 0.3):
+  """A figure holding an ``nrows x ncols`` grid of image panels (``cell`` = (width, height) in
+  inches per panel, margins in inches) without a layout engine: laying out a hundred image axes
+  with the constrained layout costs more than drawing them. Returns (figure, gridspec)."""
+  width = cell[0] * ncols + left + right
+  height = cell[1] * nrows + top + bottom
+  fig = Figure(figsize=(width, height))
+  grid = fig.add_gridspec(nrows, ncols, left=left / width, right=1 - right / width,
+                          bottom=bottom / height, top=1 - top / height, wspace=wspace,
+                          hspace=hspace)
+  return fig, grid
+
+
+def side_colorbar(fig: Figure, right: float, **kwargs):
+  """:func:`heat_colorbar` in the right margin (``right`` inches wide) of a :func:`grid_figure`."""
+  width, _ = fig.get_size_inches()
+  cax = fig.add_axes([1 - (right - 0.15) / width, 0.3, 0.12 / width, 0.4])
+  return heat_colorbar(fig, None, cax=cax, **kwargs)
+
+
+def short_name(name: str, limit: int = 18) -> str:
+  """``name`` cut to ``limit`` characters with an ellipsis (panel titles)."""
   return name if len(name) <= limit else name[:limit - 1] + "\u2026"
 
 
@@ -157,13 +181,16 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], o
   rows_per = 2 if show_image else 1
   nrows = rows_per * len(group_order)
   several = len(group_order) > 1
-  fig = Figure(figsize=(2.3 * ncols + 1.6, 2.45 * nrows + 0.5), layout="constrained")
+  # A fixed grid (no constrained layout: laying out a hundred image axes costs more than drawing
+  # them): margins in inches converted to figure fractions.
+  fig, grid = grid_figure(nrows, ncols, cell=(2.1, 2.45), left=1.25, right=0.9,
+                          top=0.5 + (0.35 if title else 0.0), bottom=0.1)
   shown = {}
   overlay_axes = []
   for gi, g in enumerate(group_order):
     for ci in range(ncols):
       for r in range(rows_per):
-        ax = fig.add_subplot(nrows, ncols, (gi * rows_per + r) * ncols + ci + 1)
+        ax = fig.add_subplot(grid[gi * rows_per + r, ci])
         ax.set_xticks([])
         ax.set_yticks([])
         if ci >= len(per_group[g]):
@@ -183,16 +210,16 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], o
           overlay_axes.append(ax)
         if r == 0:
           extra = f"\n{labels[i]}" if i in labels else ""
-          ax.set_title(_short(names[i]) + extra, fontsize=9)
+          ax.set_title(short_name(names[i]) + extra, fontsize=9)
         if ci == 0:
           row_name = "image" if is_image_row else heat_label
           ax.set_ylabel(f"{g}\n{row_name}" if several else row_name, fontsize=9)
   if overlay_axes:
-    heat_colorbar(fig, fig.axes, cmap=cmap, shrink=0.6, pad=0.01)
+    side_colorbar(fig, 0.9, cmap=cmap)
   if title:
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1 - 0.12 / fig.get_size_inches()[1], va="top")
   stem = _stem(out_png)
-  paths = [_save(fig, out_png)]
+  paths = [_save(fig, out_png, dpi=100, tight=False)]
   stats = []
   for i in index:
     h = shown[i]
@@ -525,10 +552,11 @@ def contour_overlays(images: Sequence[np.ndarray], ais_maps: Sequence[np.ndarray
   rr = np.asarray(rr, np.float64)
   ncols = max(1, min(ncols, len(index)))
   nrows = int(np.ceil(len(index) / ncols))
-  fig = Figure(figsize=(2.9 * ncols, 3.2 * nrows + 0.5), layout="constrained")
+  fig, grid = grid_figure(nrows, ncols, cell=(2.8, 3.1), left=0.1, right=0.1, top=0.5,
+                          bottom=0.5, wspace=0.05, hspace=0.3)
   records = []
   for c, i in enumerate(index):
-    ax = fig.add_subplot(nrows, ncols, c + 1)
+    ax = fig.add_subplot(grid[c // ncols, c % ncols])
     ax.imshow(grey_image(np.asarray(images[i])))
     a_levels = _contour(ax, np.asarray(ais_maps[i], np.float64), top, AIS_COLOUR)
     s_levels = _contour(ax, np.asarray(saliency_maps[i], np.float64), top, SALIENCY_COLOUR,
@@ -538,7 +566,7 @@ def contour_overlays(images: Sequence[np.ndarray], ais_maps: Sequence[np.ndarray
     ax.text(0.02, 0.98, text, transform=ax.transAxes, va="top", ha="left", fontsize=7,
             color="white", bbox=dict(facecolor="black", alpha=0.55, pad=2, lw=0))
     extra = f"\n{labels[i]}" if i in labels else ""
-    ax.set_title(_short(names[i], 24) + extra, fontsize=9)
+    ax.set_title(short_name(names[i], 24) + extra, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     records.append({"index": i, "name": names[i], "top_percent": list(top), "rr": rr[i],
@@ -548,9 +576,9 @@ def contour_overlays(images: Sequence[np.ndarray], ais_maps: Sequence[np.ndarray
   handles = [Line2D([], [], color=AIS_COLOUR, lw=2, label=f"AIS heatmap top {levels}% (solid)"),
              Line2D([], [], color=SALIENCY_COLOUR, lw=2, ls="dashed",
                     label=f"saliency top {levels}% (dashed)")]
-  fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+  fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
   stem = _stem(out_png)
-  return [_save(fig, out_png),
+  return [_save(fig, out_png, tight=False),
           _write_json(stem + ".json", {"figure": "AIS vs saliency contours (paper Fig. 5)",
                                        "ais_colour": AIS_COLOUR, "saliency_colour": SALIENCY_COLOUR,
                                        "images": records})]

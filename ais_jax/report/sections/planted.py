@@ -118,14 +118,14 @@ def _planted_examples_figure(c, maps: dict, target_mass: np.ndarray, out_png: st
   """The images with the highest and lowest AIS mass on the target (``target_mass`` ``[n]``;
   others spread between), each with every map over a grey copy of the image and the
   target/distractor outlines."""
-  from matplotlib.figure import Figure
   from ais_jax.report import figures
   count = min(count, c.images.shape[0])
   chosen = figures.select_examples(["all"] * c.n, count, statistic=target_mass)
   rows = 1 + len(maps)
-  fig = Figure(figsize=(2.1 * count + 1.2, 2.3 * rows + 0.4), layout="constrained")
+  fig, grid = figures.grid_figure(rows, count, cell=(2.1, 2.3), left=0.5, right=1.1, top=0.75,
+                                  bottom=0.1, wspace=0.05, hspace=0.15)
   for col, i in enumerate(chosen):
-    ax = fig.add_subplot(rows, count, col + 1)
+    ax = fig.add_subplot(grid[0, col])
     ax.imshow(c.images[i])
     ax.contour(c.target_masks[i].astype(float), levels=[0.5], colors=[TARGET_COLOUR],
                linewidths=1.4)
@@ -133,7 +133,7 @@ def _planted_examples_figure(c, maps: dict, target_mass: np.ndarray, out_png: st
                linewidths=1.4)
     ax.set_title(f"{c.image_names[i]}\nAIS mass on target {target_mass[i]:.2f}", fontsize=8)
     for r, (name, m) in enumerate(maps.items()):
-      axr = fig.add_subplot(rows, count, (r + 1) * count + col + 1)
+      axr = fig.add_subplot(grid[r + 1, col])
       axr.imshow(figures.heat_overlay(c.images[i], m[i].astype(np.float32)))
       axr.contour(c.target_masks[i].astype(float), levels=[0.5], colors=[TARGET_COLOUR],
                   linewidths=0.8)
@@ -143,9 +143,9 @@ def _planted_examples_figure(c, maps: dict, target_mass: np.ndarray, out_png: st
     a.set_xticks([])
     a.set_yticks([])
   fig.axes[0].set_ylabel("image (green: target,\nmagenta: distractor)", fontsize=8)
-  figures.heat_colorbar(fig, fig.axes, shrink=0.5, pad=0.01)
+  figures.side_colorbar(fig, 1.1, label="heat (each map:\nits min to its max)")
   fig.suptitle("Images ordered by the AIS heatmap's mass on the target, highest (left) to "
-               "lowest (right)", fontsize=10)
+               "lowest (right)", fontsize=10, y=1 - 0.08 / fig.get_size_inches()[1], va="top")
   fig.savefig(out_png, dpi=100)
   return [out_png]
 

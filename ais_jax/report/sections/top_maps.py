@@ -35,7 +35,6 @@ def top_images(feature_maps: np.ndarray, maps: np.ndarray, count: int) -> tuple:
 
 
 def analyse(model, cohort, out_dir: str, *, n_maps: int = 8, n_images: int = 6) -> dict:
-  from matplotlib.figure import Figure
   from ais_jax.report import figures
   tdir = os.path.join(out_dir, "top_maps")
   os.makedirs(tdir, exist_ok=True)
@@ -44,24 +43,25 @@ def analyse(model, cohort, out_dir: str, *, n_maps: int = 8, n_images: int = 6) 
   fmaps = np.asarray(model.run.feature_maps)
   images, activations = top_images(fmaps, maps, n_images)
   rows = []
-  fig = Figure(figsize=(1.45 * n_images + 1.9, 1.55 * len(maps) + 0.6), layout="constrained")
+  fig, grid = figures.grid_figure(len(maps), n_images, cell=(1.45, 1.6), left=0.9, right=1.1,
+                                  top=0.5, bottom=0.1, wspace=0.05, hspace=0.3)
   for r, k in enumerate(maps):
     value = float(model.run.cohort_ais[k])
     for c in range(n_images):
       i = int(images[r, c])
-      ax = fig.add_subplot(len(maps), n_images, r * n_images + c + 1)
+      ax = fig.add_subplot(grid[r, c])
       ax.imshow(figures.heat_overlay(np.asarray(cohort.images[i]), fmaps[i, :, :, k]))
       ax.set_xticks([])
       ax.set_yticks([])
-      ax.set_title(figures._short(cohort.names[i], 16), fontsize=6.5)
+      ax.set_title(figures.short_name(cohort.names[i], 16), fontsize=7.5)
       if c == 0:
         ax.set_ylabel(f"#{r + 1}: map {int(k)}\nAIS {value:.2g}", fontsize=8)
       rows.append([r + 1, int(k), value, c + 1, cohort.names[i], cohort.groups[i],
                    float(activations[r, c])])
-  figures.heat_colorbar(fig, fig.axes, shrink=0.4, label="the map's activation (per image, "
-                        "min to max)")
+  figures.side_colorbar(fig, 1.1, label="the map's activation\n(per image, min to max)")
   fig.suptitle(f"{model.label}: the {len(maps)} maps with the largest cohort AIS and the images "
-               "that activate each most", fontsize=10)
+               "that activate each most", fontsize=10, y=1 - 0.1 / fig.get_size_inches()[1],
+               va="top")
   png = os.path.join(tdir, "top_maps.png")
   fig.savefig(png, dpi=90)
   csv = files_lib.write_csv(os.path.join(tdir, "top_maps.csv"),
