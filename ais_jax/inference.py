@@ -800,6 +800,9 @@ def analyse(head, maps, subject_matrices, *, similarity: str = "pearson",
       "noise_ceiling": {kind: {"lower": c["lower"], "upper": c["upper"], "method": c["method"]}
                         for kind, c in ceilings.items()},
       "baseline_ci": [float(v) for v in base_ci],
+      "top_m_stability": (float(np.mean(top_freq[np.argsort(
+          np.where(np.isnan(cohort), np.inf, -cohort), kind="stable")[:min(top_m, k)]]))
+          if bootstrap else None),
       "baseline_p": base_p,
       "significant_maps": {
           "p": int(np.sum(pv["p"][tested] <= alpha)),

@@ -261,3 +261,88 @@ def test_permutation_tests_are_calibrated_on_null_humans():
   assert scipy.stats.kstest(fixed_p, "uniform").pvalue > 0.01
   rate, se = np.mean(any_fwer), np.sqrt(0.05 * 0.95 / nulls)
   assert abs(rate - 0.05) <= 2 * se, (rate, se)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-subject matrices, the job and the command line
+
+
+def _symmetric(rng, s, n):
+  d = np.abs(rng.normal(size=(s, n, n)))
+  d = d + d.transpose(0, 2, 1)
+  d[:, np.arange(n), np.arange(n)] = 0
+  return d
+
+
+def test_subject_matrices_from_npy_mat_struct_and_folder(tmp_path):
+  import scipy.io
+  from ais_jax.errors import UserInputError
+  from ais_jax.io import subjects as subjects_io
+  rng = np.random.default_rng(0)
+  d = _symmetric(rng, 3, 6)
+  np.save(tmp_path / "s.npy", d)
+  got = subjects_io.load_subject_matrices(str(tmp_path / "s.npy"), kind="dissimilarity")
+  np.testing.assert_array_equal(got, -d)
+  scipy.io.savemat(tmp_path / "s.mat", {"rdms": d})
+  np.testing.assert_array_equal(subjects_io.load_subject_matrices(str(tmp_path / "s.mat")), d)
+  struct = np.zeros(3, dtype=[("RDM", object), ("name", object)])
+  for i in range(3):
+    struct[i] = (d[i], f"subject {i}")
+  scipy.io.savemat(tmp_path / "behav.mat", {"rdms_behav": struct})
+  np.testing.assert_array_equal(
+      subjects_io.load_subject_matrices(str(tmp_path / "behav.mat"), kind="dissimilarity"), -d)
+  folder = tmp_path / "subjects"
+  folder.mkdir()
+  for i in range(3):
+    np.save(folder / f"subject_{i}.npy", d[i])
+  np.testing.assert_array_equal(
+      subjects_io.load_subject_matrices(str(folder), kind="dissimilarity"), -d)
+  with pytest.raises(UserInputError, match="at least 2 subjects"):
+    np.save(tmp_path / "one.npy", d[:1])
+    subjects_io.load_subject_matrices(str(tmp_path / "one.npy"))
+  with pytest.raises(UserInputError, match="7"):
+    subjects_io.load_subject_matrices(str(tmp_path / "s.npy"), n_images=7)
+  bad = d.copy()
+  bad[1, 0, 2] += 1                                                 # not symmetric
+  np.save(tmp_path / "bad.npy", bad)
+  with pytest.raises(UserInputError, match="bad.npy"):
+    subjects_io.load_subject_matrices(str(tmp_path / "bad.npy"))
+
+
+def test_job_writes_the_run_folder_and_report(tmp_path, monkeypatch, small):
+  import json
+  from ais_jax import inference_job
+  maps, subjects = small["maps"], small["subjects"]
+  n = maps.shape[0]
+  images = np.zeros((n, 8, 8, 3), np.uint8)
+  np.save(tmp_path / "images.npy", images)
+  np.save(tmp_path / "subjects.npy", subjects)
+  monkeypatch.setattr(inference_job, "cohort_maps",
+                      lambda *a, **k: (type("Spec", (), {"name": "stub"})(), small["head"], maps,
+                                       {"weights_name": "stub"}))
+  out = tmp_path / "run"
+  result, summary = inference_job.run(
+      weights="stub", out=str(out), images=str(tmp_path / "images.npy"),
+      human_subjects=str(tmp_path / "subjects.npy"), bootstrap=12, permutations=12,
+      split_halves=4)
+  np.testing.assert_allclose(result.cohort_ais, small["result"].cohort_ais, atol=1e-15)
+  ceiling = json.loads((out / "noise_ceiling.json").read_text())
+  assert set(ceiling) >= {"pearson", "spearman"} and ceiling["pearson"]["lower"] < 1
+  k = maps.shape[-1]
+  assert np.load(out / "cohort_ais_ci.npy").shape == (k, 2)
+  assert np.load(out / "subject_per_image_ais.npy").shape == (subjects.shape[0], n, k)
+  for name in ("cohort_ais_p", "cohort_ais_p_fwer", "cohort_ais_q"):
+    assert np.load(out / f"{name}.npy").shape == (k,)
+  page = (out / "index.html").read_text()
+  assert "noise ceiling" in page and "family-wise" in page
+  assert all((out / f).is_file() for f in summary["files"])
+
+
+def test_command_line_refusals_are_one_line():
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, "-m", "experiments.inference", "--out=/tmp/x",
+                         "--weights=w", "--dataset=other"], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1

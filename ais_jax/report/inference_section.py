@@ -125,6 +125,9 @@ def section(result, out_dir: str, *, models: Mapping, comparison: str = "pearson
       ["baseline 95% bootstrap interval", f"[{s['baseline_ci'][0]:.4f}, "
                                            f"{s['baseline_ci'][1]:.4f}]"],
       ["baseline permutation p (Mantel)", s["baseline_p"]]]
+  if s.get("top_m_stability") is not None:
+    base_rows.append([f"top-{s['options']['top_m']} stability (how often the observed top maps "
+                      "stay in the top set over image resamples, mean)", s["top_m_stability"]])
   if s.get("split_half"):
     base_rows.append(["split-half reliability of cohort AIS over subjects (Spearman-Brown)",
                       s["split_half"]["spearman_brown_of_mean_r"]])
