@@ -60,9 +60,9 @@ FIGURE_FILE = "figure6.png"
 WHOLE_SET = "all images"
 SWEEP_FORMAT = 1
 CSV_COLUMNS = ("cohort", "weights", "arch", "num_maps", "n_images", "folds_requested", "folds",
-               "n_splits", "splits_used", "full_mean", "pruned_mean", "random_order_mean", "se",
+               "n_splits", "splits_used", "splits_dropped", "min_test_pairs", "full_mean", "pruned_mean", "random_order_mean", "se",
                "m_star_mean", "m_star_median", "t", "p", "t_corrected", "p_corrected",
-               "rank_full", "rank_pruned", "fold_note", "input_hash")
+               "rank_full", "rank_pruned", "fold_note", "split_warning", "input_hash")
 # Options that define a sweep: a folder's sweep.json must hold the same to resume it.
 ANALYSIS_OPTIONS = ("folds", "seeds", "fold_seed", "random_orders", "min_test_images",
                     "selection_score", "similarity", "comparison", "precision", "alternative")
@@ -349,6 +349,7 @@ def cell_row(cohort: SweepCohort, weights: str, spec, result, summary: dict, con
           "num_maps": int(spec.num_maps), "n_images": int(cohort.indices.size),
           "folds_requested": config.folds, "folds": cohort.folds,
           "n_splits": int(summary["n_splits"]), "splits_used": usage.get("used"),
+          "splits_dropped": usage.get("dropped"), "min_test_pairs": usage.get("min_test_pairs"),
           "full_mean": summary["mean_test_full"], "pruned_mean": summary["mean_test_retained"],
           "random_order_mean": summary.get("mean_test_random_retained"), "se": lm.get("se"),
           "m_star_mean": summary["mean_m_star"],
@@ -357,7 +358,8 @@ def cell_row(cohort: SweepCohort, weights: str, spec, result, summary: dict, con
           "p": _p(tests, "retained_vs_full_paired", "pvalue"),
           "t_corrected": _p(tests, "retained_vs_full_corrected", "statistic"),
           "p_corrected": _p(tests, "retained_vs_full_corrected", "pvalue"),
-          "fold_note": cohort.fold_note, "input_hash": input_hash}
+          "fold_note": cohort.fold_note, "split_warning": usage.get("warning"),
+          "input_hash": input_hash}
 
 
 def run_cell(cell_dir: str, cohort: SweepCohort, weights: str, spec, head, maps: np.ndarray,
@@ -497,7 +499,9 @@ def run_sweep(config: SweepConfig, *, progress: Optional[Callable[[str], None]] 
                      inputs, input_hash)
       report(f"{where}: done in {time.perf_counter() - t:.1f} s: full {_fmt(row['full_mean'])}, "
              f"pruned {_fmt(row['pruned_mean'])} (mean m* {_fmt(row['m_star_mean'], 1)}/"
-             f"{row['num_maps']})")
+             f"{row['num_maps']}; {row['splits_used']} of {row['n_splits']} splits used)")
+      if row["split_warning"]:
+        report(f"{where}: {row['split_warning']}")
       rows.append(row)
       computed += 1
     model_timings["total"] = time.perf_counter() - t_model
@@ -506,6 +510,10 @@ def run_sweep(config: SweepConfig, *, progress: Optional[Callable[[str], None]] 
   from ais_jax.report import figure6
   cohort_order = {c.name: i for i, c in enumerate(cohorts)}
   rows.sort(key=lambda r: cohort_order[r["cohort"]])  # Cohort by cohort, models in --weights order.
+  for row in rows:  # One note per cohort and warning (the models of a cohort share its splits).
+    note = f"cohort {row['cohort']!r}: {row.get('split_warning')}"
+    if row.get("split_warning") and note not in notes:
+      notes.append(note)
   for row in rows:
     row["label"] = _label(row)
   rows = figure6.add_ranks(rows)

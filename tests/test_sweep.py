@@ -188,6 +188,10 @@ def test_sweep_cells_rows_figure_and_report(env, tiny_models, capsys):
   assert rows[("cat/b", "tiny_a")]["fold_note"].startswith(
       "cohort 'cat/b': selection: 5 folds of 8 images")
   assert rows[("all images", "tiny_b")]["fold_note"] == ""
+  # 2 folds of 8 images: 4 test images = 6 pairs per split, flagged as rough.
+  assert rows[("cat/b", "tiny_a")]["min_test_pairs"] == "6"
+  assert "as few as 6 pairs" in rows[("cat/b", "tiny_a")]["split_warning"]
+  assert rows[("all images", "tiny_a")]["min_test_pairs"] == "6"   # 20 images, 5 folds of 4
   assert rows[("cat/b", "tiny_b")]["folds_requested"] == "5"
   for cohort in cohorts:  # exactly one '1' and one '2' per cohort and condition
     members = [r for r in table if r["cohort"] == cohort]
@@ -200,6 +204,7 @@ def test_sweep_cells_rows_figure_and_report(env, tiny_models, capsys):
     assert os.path.isfile(os.path.join(out, name))
   html = open(os.path.join(out, "index.html")).read()
   assert "Architectures (Figure 6)" in html and "cohort &#x27;c&#x27; (4 images) skipped" in html
+  assert "cohort &#x27;cat/b&#x27;: test scores rest on as few as 6 pairs" in html
   cell = os.path.join(out, "cells", "cat-b", "tiny_a")
   assert set(os.listdir(cell)) == {"cell.json", "cv.json"}
   cv = json.load(open(os.path.join(cell, "cv.json")))

@@ -64,8 +64,8 @@ def figure6(rows: Sequence[Mapping[str, Any]], out_png: str, *, score_label: str
 
   Args:
     rows: one per (cohort, architecture) with ``cohort``, ``label`` (the architecture's name in
-      the figure), ``full_mean``, ``pruned_mean``, ``se`` (Loftus-Masson SE or None), ``n_images``
-      and ``rank_full``/``rank_pruned`` (:func:`add_ranks`), in display order.
+      the figure), ``full_mean``, ``pruned_mean``, ``se`` (Loftus-Masson SE or None), ``n_images``,
+      ``folds`` and ``rank_full``/``rank_pruned`` (:func:`add_ranks`), in display order.
     out_png: path of the PNG; ``<stem>.csv`` is written beside it.
     score_label: y-axis label.
     title: figure title (default: a description of the layout).
@@ -77,7 +77,7 @@ def figure6(rows: Sequence[Mapping[str, Any]], out_png: str, *, score_label: str
   cohorts = list(dict.fromkeys(r["cohort"] for r in rows))
   if not cohorts:
     raise ValueError("figure6: no rows to draw")
-  columns = min(3, len(cohorts))
+  columns = min(4, len(cohorts))
   lines = -(-len(cohorts) // columns)
   labels_all = list(dict.fromkeys(r["label"] for r in rows))
   width = max(3.2, 0.75 * len(labels_all) + 1.2)
@@ -109,8 +109,9 @@ def figure6(rows: Sequence[Mapping[str, Any]], out_png: str, *, score_label: str
                   fontweight="bold", color="black" if condition == "pruned" else "#555555")
         elif not math.isfinite(h):
           ax.text(xi + offset, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
-    n = members[0].get("n_images")
-    ax.set_title(f"{cohort} (n = {n})" if n else str(cohort), fontsize=10)
+    counts = [f"n = {members[0]['n_images']}"] if members[0].get("n_images") else []
+    counts += [f"{members[0]['folds']} folds"] if members[0].get("folds") else []
+    ax.set_title(f"{cohort} ({', '.join(counts)})" if counts else str(cohort), fontsize=9)
     ax.set_xticks(x)
     ax.set_xticklabels([r["label"] for r in members], rotation=30, ha="right", fontsize=8)
     ax.set_ylim(min(bottom, 0.0) - (pad if bottom < 0 else 0.0), top + pad)
