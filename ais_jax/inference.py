@@ -809,7 +809,9 @@ def analyse(head, maps, subject_matrices, *, similarity: str = "pearson",
           "fwer": int(np.sum(pv["p_fwer"][tested] <= alpha)),
           "fdr": int(np.sum(pv["q"][tested] <= alpha)),
           "tested": int(tested.sum()), "alpha": alpha,
-          "smallest_possible_p": 1.0 / (permutations + 1)},
+          "smallest_possible_p": 1.0 / (permutations + 1),
+          # BH is bounded by the permutation resolution: m ties at 1/(R+1) give q = K/(m(R+1)).
+          "smallest_q": (float(np.nanmin(pv["q"][tested])) if tested.any() else None)},
       "split_half": ({key: split[key] for key in ("mean_r", "spearman_brown_of_mean_r",
                                                   "mean_spearman_brown", "half_sizes")}
                      if split else None),

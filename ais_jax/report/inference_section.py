@@ -107,6 +107,8 @@ def section(result, out_dir: str, *, models: Mapping, comparison: str = "pearson
   rows = [["uncorrected p <= alpha", sig["p"]], ["family-wise (max-statistic)", sig["fwer"]],
           ["false discovery rate (Benjamini-Hochberg)", sig["fdr"]],
           ["maps tested (active in some image)", sig["tested"]],
+          ["smallest Benjamini-Hochberg q (bounded by the number of permutations)",
+           sig.get("smallest_q")],
           ["maps inactive in every image (p = 1)", s["counts"]["inactive_maps"]]]
   items.append(index.Table(
       f"Maps whose removal hurts more than chance (alpha = {sig['alpha']})", ["test", "maps"],
