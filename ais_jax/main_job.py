@@ -277,7 +277,7 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
     stage("match", t)
 
   category_result = None
-  if cohort.has_categories:
+  if len(aim2.analysable_categories(cohort.groups)) >= 2:
     t = time.perf_counter()
     category_result = aim2.category_analysis(main_model, cohort, config, out, report)
     files += category_result["files"]

@@ -65,12 +65,29 @@ def distribution_analysis(models: list, cohort, out_dir: str) -> dict:
   return {"stats": stats, "files": [os.path.relpath(p, out_dir) for p in files]}
 
 
+MIN_CATEGORY_IMAGES = 4   # cohort AIS needs at least 4 images (ais_jax.ais)
+
+
+def analysable_categories(groups) -> list:
+  """The categories with at least :data:`MIN_CATEGORY_IMAGES` images, in first-appearance order
+  (cohort AIS per category is computed for these; the correlations need two of them)."""
+  counts = {}
+  for g in groups:
+    counts[g] = counts.get(g, 0) + 1
+  return [g for g, c in counts.items() if c >= MIN_CATEGORY_IMAGES]
+
+
 def category_analysis(model, cohort, config, out_dir: str,
                       report: Callable[[str], None]) -> dict:
-  """Cohort AIS on each category alone, and the correlations of those K-vectors."""
+  """Cohort AIS on each category alone (:func:`analysable_categories`), and the correlations of
+  those K-vectors; categories with fewer images are named in the progress line and left out."""
   from ais_jax import aim2
   from ais_jax import ais
-  names = list(dict.fromkeys(cohort.groups))
+  names = analysable_categories(cohort.groups)
+  left_out = [g for g in dict.fromkeys(cohort.groups) if g not in names]
+  if left_out:
+    report(f"category cohort AIS: left out (< {MIN_CATEGORY_IMAGES} images): "
+           + ", ".join(left_out))
   head = model.spec.get_ablation_head(model.variables)
   rows = []
   for g in names:
