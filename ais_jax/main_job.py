@@ -4,7 +4,8 @@ the ``index.html`` report, assembled from the report sections (``ais_jax.report.
 :func:`run_report` takes a :class:`RunConfig` (the flags of ``experiments.run`` as a library call
 takes them) and runs the stages in order:
 
-1. run folder: :func:`prepare_run_folder` (refuses a finished folder without ``overwrite``);
+1. run folder: refused if finished and not ``overwrite``; everything is written into a staging
+   folder beside it that replaces it only when complete (``ais_jax.io.runs.staged_dir``);
 2. cohort: ``sections.run_data.load_cohort`` (planted, the 92 real images or your own);
 3. AIS: ``sections.run_data.run_model`` per model, into ``<out>/ais`` and ``<out>/ais_<model>``
    for the Match models;
@@ -22,7 +23,6 @@ one line); nothing here reads flags or ``sys.argv``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -127,44 +127,35 @@ def rerun_command(flag_values: dict, defaults: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# The run folder
-
-
-def prepare_run_folder(out: str, *, overwrite: bool) -> None:
-  """Makes ``out`` ready for a new run.
-
-  A folder holding a finished run is refused unless ``overwrite`` (``ais_jax.io.runs.check_out_dir``
-  raises the user-input error); with ``overwrite`` the files the previous run listed in its
-  summary.json are removed first, so no stale figure survives. This is the one place that decides
-  how an existing run folder is replaced.
-  """
-  from ais_jax.io import runs
-  runs.check_out_dir(out, overwrite=overwrite)
-  if overwrite:
-    path = os.path.join(out, "summary.json")
-    old = None
-    if os.path.isfile(path):
-      try:
-        with open(path) as f:
-          old = json.load(f)
-      except (OSError, ValueError):
-        old = None
-    listed = (old or {}).get("files", [])
-    root = os.path.abspath(out)
-    for rel in listed:
-      p = os.path.abspath(os.path.join(root, rel))
-      if p.startswith(root + os.sep) and os.path.isfile(p):
-        os.remove(p)
-  os.makedirs(out, exist_ok=True)
-
-
-# ----------------------------------------------------------------------------------------------
 # The run
 
 
 def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] = None,
                command: Optional[Sequence[str]] = None) -> dict:
-  """Runs everything for one cohort and writes the report; returns the summary."""
+  """Runs everything for one cohort and writes the report into ``config.out``; returns the summary.
+
+  An existing non-empty ``out`` is refused unless ``config.overwrite``, before any work. The
+  report is built in a staging folder beside ``out`` and swapped in whole when complete
+  (``ais_jax.io.runs.staged_dir``): a refused input, an error, Ctrl-C or a kill leaves a previous
+  report exactly as it was, and nothing of it survives into the new one.
+  """
+  from ais_jax.io import runs
+  out = config.out or default_out(config.dataset)
+  with runs.staged_dir(out, overwrite=config.overwrite) as work:
+    return _build_report(config, work, out, progress=progress, command=command)
+
+
+def _number(value: Optional[float], digits: int = 4) -> str:
+  """A number for the page; None (JSON null) and NaN are 'undefined' (DESIGN.md)."""
+  if value is None or not np.isfinite(value):
+    return "undefined"
+  return f"{value:.{digits}f}"
+
+
+def _build_report(config: RunConfig, out: str, final_out: str, *,
+                  progress: Optional[Callable[[str], None]],
+                  command: Optional[Sequence[str]]) -> dict:
+  """:func:`run_report` writing into the staging folder ``out``; ``final_out`` is recorded."""
   from ais_jax.io import runs
   from ais_jax.report import index
   from ais_jax.report import browser
@@ -174,8 +165,6 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   t_start = time.perf_counter()
   timings: dict[str, float] = {}
   dataset = config.dataset
-  out = config.out or default_out(dataset)
-  prepare_run_folder(out, overwrite=config.overwrite)
 
   def stage(name, t):
     timings[name] = round(time.perf_counter() - t, 3)
@@ -297,7 +286,7 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   # The report, section by section, then summary.json.
   t = time.perf_counter()
   flag_values = {k: v for k, v in dataclasses.asdict(config).items() if k != "overwrite"}
-  flag_values.update(dataset=dataset, out=out, weights=weights)
+  flag_values.update(dataset=dataset, out=final_out, weights=weights)
   rerun = rerun_command(flag_values, dataclasses.asdict(RunConfig()))
   sections.append(summary_text.section(
       cohort=cohort, models=models, similarity=similarity_result, selection=selection_result,
@@ -329,7 +318,7 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
              f"{results['n_maps']} feature maps of {main_model.spec.ablation_layer}; embedding: "
              f"{main_model.spec.embedding_layer}. Agreement of the model's similarity with the "
              f"human matrix ({config.comparison} of {config.similarity} similarities, all "
-             f"maps): {results['baseline_agreement'][main_model.label]:.4f}."],
+             f"maps): {_number(results['baseline_agreement'][main_model.label])}."],
       links=[(browser.BROWSER_FILE, "Interactive heatmap browser")],
       footer=["summary.json holds the flags, seeds, versions, input sha256s and the numbers "
               "shown here; the command that reruns this job is under 'Runs and reproduction'."])
@@ -357,5 +346,6 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
       "files": file_records,
   }
   files_lib.write_json(os.path.join(out, "summary.json"), summary)
-  report(f"wrote {out}/index.html and {len(file_records)} files in {timings['total']:.1f} s")
+  report(f"wrote {final_out}/index.html and {len(file_records)} files in "
+         f"{timings['total']:.1f} s")
   return summary

@@ -106,7 +106,12 @@ def main(argv):
   config = config_from_flags()
   summary = main_job.run_report(config, progress=_common.progress_printer(FLAGS.progress),
                                 command=sys.argv)
-  print(f"{os.path.join(config.out, 'index.html')} ({summary['timings_s']['total']:.1f} s)")
+  results = summary["results"]
+  cells = results["n_images"] * results["n_maps"]
+  undefined = "; ".join(f"{label} {count}/{cells}"
+                        for label, count in results["undefined_per_image_ais"].items())
+  print(f"{os.path.join(config.out, 'index.html')} ({summary['timings_s']['total']:.1f} s); "
+        f"undefined per-image AIS: {undefined}")
 
 
 if __name__ == "__main__":

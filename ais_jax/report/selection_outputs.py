@@ -246,6 +246,7 @@ def selection_curves(result, out_png: str, *, counts: Optional[str] = None,
     ax.axhline(level, color=colour, linestyle="-.", linewidth=1.2,
                label=f"test, {name.replace('_', ' ')} weights ({level:.3f})")
   ax.set_xscale("log")
+  ax.set_xlim(float(m.min()) * 0.9, float(m.max()) * 1.1)  # Also when every curve is undefined.
   ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
   ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   ax.set_xlabel("maps kept (first m of the AIS order, log scale)")

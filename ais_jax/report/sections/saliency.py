@@ -26,7 +26,9 @@ def analyse(model, cohort, sal_maps: list, config, out_dir: str, *,
   sdir = os.path.join(out_dir, "saliency")
   result = saliency_report.compare(cohort.images, model.run.heatmaps, cohort.names, cohort.groups,
                                    sdir, saliency=config.saliency, maps=sal_maps,
-                                   ais_run=model.folder,
+                                   # The folder after the run's swap, not the staging one.
+                                   ais_run=os.path.join(config.out or out_dir,
+                                                        os.path.relpath(model.folder, out_dir)),
                                    command=command)
   files = result["files"] + ["saliency_summary.json"]
   return {"saliency": config.saliency, "rows": result["rr_table"],
