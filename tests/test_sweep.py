@@ -304,3 +304,33 @@ def test_command_line_user_errors_are_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith(message)
+
+
+def test_kriegeskorte92_cohorts_and_folds():
+  from conftest import K92_DIR
+  image_set = sweep.load_image_set(sweep.SweepConfig(dataset="kriegeskorte92", data_dir=K92_DIR))
+  lines = []
+  cohorts, notes = sweep.plan_cohorts(image_set, sweep.SweepConfig(by_category=True),
+                                      lines.append)
+  # The six categories of the stimulus file (README: 12, 12, 12, 12, 23, 21 images); 12 images
+  # with 5 requested folds would test on 2 images, so they get 12 // 4 = 3 folds.
+  assert [(c.name, c.indices.size, c.folds) for c in cohorts] == [
+      ("all images", 92, 5), ("human bodypart", 12, 3), ("human face", 12, 3),
+      ("nonhuman bodypart", 12, 3), ("nonhuman face", 12, 3), ("natural inanimate", 23, 5),
+      ("artificial inanimate", 21, 5)]
+  assert len(notes) == 4 and notes == lines
+  assert sorted(np.concatenate([c.indices for c in cohorts[1:]]).tolist()) == list(range(92))
+  assert [c.folder for c in cohorts[:2]] == ["all-images", "human-bodypart"]
+
+
+def test_weights_folders(tmp_path):
+  checkpoint = tmp_path / "a b" / "ckpt"
+  checkpoint.mkdir(parents=True)
+  other = tmp_path / "c" / "ckpt"
+  other.mkdir(parents=True)
+  assert sweep.weights_folder("efficientnet_lite0_imagenet") == "efficientnet_lite0_imagenet"
+  named = sweep.weights_folder(str(checkpoint))
+  assert named.startswith("ckpt-") and len(named) == len("ckpt-") + 8
+  assert named != sweep.weights_folder(str(other))   # same base name, different folders
+  assert [sweep.folder_name(n) for n in ("human face", "a/b", "..", "/")] == [
+      "human-face", "a-b", "x", "x"]
