@@ -43,7 +43,7 @@ def cohort_maps(weights, images_uint8: np.ndarray, *, arch: Optional[str] = None
 
 
 def _load_cohort(*, dataset: str, data_dir: str, images: str, human_subjects: str,
-                 human_kind: str, human_key: Optional[str]):
+                 human_kind: Optional[str], human_key: Optional[str]):
   """``(images uint8 [n, H, W, 3], names, subjects [S, n, n] similarity, inputs record)``."""
   if dataset == "kriegeskorte92":
     from ais_jax.data import kriegeskorte92
@@ -70,10 +70,11 @@ def _load_cohort(*, dataset: str, data_dir: str, images: str, human_subjects: st
   from ais_jax.io import runs
   from ais_jax.io import subjects as subjects_io
   loaded, names = images_io.load_images(images)
+  warnings: list = []
   subjects = subjects_io.load_subject_matrices(human_subjects, kind=human_kind, key=human_key,
-                                               n_images=len(loaded))
+                                               n_images=len(loaded), warnings_out=warnings)
   record = {"images": os.path.abspath(images), "human_subjects": os.path.abspath(human_subjects),
-            "human_kind": human_kind}
+            "human_kind": human_kind, "warnings": warnings}
   if os.path.isfile(human_subjects):
     record["human_subjects_sha256"] = runs.sha256_file(human_subjects)
   return loaded, list(names), subjects, record
@@ -110,7 +111,8 @@ def _agreements_of(spec_head_maps, subjects, comparison: str) -> dict:
 
 
 def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
-        human_subjects: str = "", human_kind: str = "similarity", human_key: Optional[str] = None,
+        human_subjects: str = "", human_kind: Optional[str] = None,
+        human_key: Optional[str] = None,
         dataset: str = "", data_dir: str = "", compare_weights: Sequence[str] = (),
         similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
         precision: str = "exact", bootstrap: int = 1000, permutations: int = 1000,

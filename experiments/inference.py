@@ -29,9 +29,9 @@ _common.define_flag(flags.DEFINE_string, "images", "", "A directory of images or
 _common.define_flag(flags.DEFINE_string, "human_subjects", "", "Per-subject matrices: [S, n, n] "
                     ".npy, a .mat, or a folder of per-subject [n, n] files, in the image order.")
 _common.define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat file.")
-_common.define_flag(flags.DEFINE_enum, "human_kind", "similarity",
-                    ["similarity", "dissimilarity"], "What --human_subjects hold; "
-                    "dissimilarities are negated (S = -D).")
+_common.define_flag(flags.DEFINE_enum, "human_kind", None, ["similarity", "dissimilarity"],
+                    "What --human_subjects hold; dissimilarities are negated (S = -D). Not "
+                    "given: used as similarities, but distance-looking matrices are refused.")
 _common.define_flag(flags.DEFINE_string, "dataset", "", "'kriegeskorte92': the 92 images and "
                     "16 subjects from --data_dir (instead of --images/--human_subjects).")
 _common.define_flag(flags.DEFINE_string, "data_dir", "", "Folder of the --dataset files.")

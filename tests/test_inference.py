@@ -290,7 +290,10 @@ def test_subject_matrices_from_npy_mat_struct_and_folder(tmp_path):
   got = subjects_io.load_subject_matrices(str(tmp_path / "s.npy"), kind="dissimilarity")
   np.testing.assert_array_equal(got, -d)
   scipy.io.savemat(tmp_path / "s.mat", {"rdms": d})
-  np.testing.assert_array_equal(subjects_io.load_subject_matrices(str(tmp_path / "s.mat")), d)
+  np.testing.assert_array_equal(
+      subjects_io.load_subject_matrices(str(tmp_path / "s.mat"), kind="similarity"), d)
+  with pytest.raises(UserInputError, match="dissimilarity"):    # unstated kind, distance-like
+    subjects_io.load_subject_matrices(str(tmp_path / "s.mat"))
   struct = np.zeros(3, dtype=[("RDM", object), ("name", object)])
   for i in range(3):
     struct[i] = (d[i], f"subject {i}")

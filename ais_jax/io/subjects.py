@@ -25,7 +25,7 @@ from ais_jax.errors import UserInputError
 from ais_jax.io import human as human_io
 
 
-def _check(path: str, matrices, kind: str, n_images) -> np.ndarray:
+def _check(path: str, matrices, kind, n_images, warnings_out=None) -> np.ndarray:
   m = np.asarray(matrices)
   if m.dtype.kind not in "fiub" or m.ndim != 3 or m.shape[1] != m.shape[2]:
     raise UserInputError(path, f"expected numeric per-subject matrices [S, n, n], got dtype "
@@ -40,8 +40,14 @@ def _check(path: str, matrices, kind: str, n_images) -> np.ndarray:
   for s, matrix in enumerate(m):
     try:
       out.append(validation.validate_human_similarity(matrix, n_images, name=f"subject {s}"))
+      # The orientation rule of --human: an unstated kind is refused for distance-looking
+      # matrices; a stated kind that the diagonal contradicts is kept, with a warning.
+      warning = validation.check_human_kind(out[-1], kind_stated=kind is not None,
+                                            name=f"{path}: subject {s}")
     except ValueError as e:
       raise UserInputError(path, str(e)) from None
+    if warning and warnings_out is not None:
+      warnings_out.append(warning)
   return np.stack(out)
 
 
@@ -88,21 +94,24 @@ def _load_mat(path: str, key, field):
   return value
 
 
-def load_subject_matrices(path: str, *, kind: str = "similarity", key: str | None = None,
-                          field: str | None = None, n_images: int | None = None) -> np.ndarray:
+def load_subject_matrices(path: str, *, kind: str | None = None, key: str | None = None,
+                          field: str | None = None, n_images: int | None = None,
+                          warnings_out: list | None = None) -> np.ndarray:
   """Per-subject similarity matrices ``[S, n, n]`` float64 (NaN where a pair is missing).
 
   Args:
     path: a ``.npy`` / ``.mat`` file or a folder of per-subject files (module docstring).
-    kind: 'similarity' or 'dissimilarity' (negated).
+    kind: 'similarity', 'dissimilarity' (negated) or None (not stated: used as similarities,
+      refused when the diagonals look like distances, as ``--human``).
     key: the ``.mat`` variable; field: the struct field of a struct-array variable.
     n_images: the cohort size each matrix must match (None: not checked).
+    warnings_out: receives the orientation warnings of a stated kind the diagonals contradict.
 
   Raises:
     UserInputError naming the file and the problem.
   """
   path = os.fspath(path)
-  if kind not in human_io.HUMAN_KINDS:
+  if kind is not None and kind not in human_io.HUMAN_KINDS:
     raise UserInputError("--human_kind", f"{kind!r} is not one of {human_io.HUMAN_KINDS}")
   if os.path.isdir(path):
     files = sorted(f for f in os.listdir(path)
@@ -116,7 +125,7 @@ def load_subject_matrices(path: str, *, kind: str = "similarity", key: str | Non
     shapes = {m.shape for m in mats}
     if len(shapes) != 1:
       raise UserInputError(path, f"the subjects' matrices differ in size: {sorted(shapes)}")
-    return _check(path, np.stack(mats), "similarity", n_images)
+    return _check(path, np.stack(mats), "similarity", n_images)   # checked per file above
   if not os.path.isfile(path):
     raise UserInputError(path, "no such file or folder; give [S, n, n] .npy, a .mat, or a folder "
                          "of per-subject matrices")
@@ -131,4 +140,4 @@ def load_subject_matrices(path: str, *, kind: str = "similarity", key: str | Non
     matrices = _load_mat(path, key, field)
   else:
     raise UserInputError(path, f"unknown extension {ext!r}; expected .npy, .mat or a folder")
-  return _check(path, matrices, kind, n_images)
+  return _check(path, matrices, kind, n_images, warnings_out)
