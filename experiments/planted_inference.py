@@ -21,15 +21,19 @@ from absl import flags
 
 import numpy as np
 
+from experiments import _common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", "efficientnet_lite0_imagenet", "Weights (registry name).")
 flags.DEFINE_integer("n", 48, "Images.")
-flags.DEFINE_integer("seed", 0, "Cohort seed.")
+flags.DEFINE_integer("planted_seed", 0, "Seed of the planted cohort generator (the synthetic "
+                     "subjects' noise uses planted_seed + 1000).")
 flags.DEFINE_integer("subjects", 8, "Synthetic subjects.")
 flags.DEFINE_float("noise_sd", 0.05, "Noise of the subjects' mean matrix.")
 flags.DEFINE_integer("bootstrap", 1000, "Image resamples.")
 flags.DEFINE_integer("permutations", 1000, "Permutations.")
-flags.DEFINE_string("out", "", "JSON output path (optional).")
+flags.DEFINE(_common.PathParser(), "out", "", "JSON output path (optional).",
+             serializer=flags.ArgumentSerializer())
 
 
 def main(argv):
@@ -39,8 +43,8 @@ def main(argv):
   from ais_jax import inference as inf
   from ais_jax import inference_job
   from ais_jax.data import planted
-  cohort = planted.generate(FLAGS.n, seed=FLAGS.seed, noise_sd=FLAGS.noise_sd)
-  rng = np.random.default_rng(FLAGS.seed + 1000)
+  cohort = planted.generate(FLAGS.n, seed=FLAGS.planted_seed, noise_sd=FLAGS.noise_sd)
+  rng = np.random.default_rng(FLAGS.planted_seed + 1000)
   sd = FLAGS.noise_sd * np.sqrt(FLAGS.subjects)
   subjects = np.stack([planted.human_from_factor(cohort.target_factor, noise_sd=sd, rng=rng)
                        for _ in range(FLAGS.subjects)])
@@ -73,7 +77,7 @@ def main(argv):
                     "fraction_images_target_gt_distractor":
                         rep["fraction_images_target_gt_distractor"],
                     "images_without_mass": rep["target_mass"]["n_undefined"]}
-  out = {"cohort": {"n": FLAGS.n, "seed": FLAGS.seed, "subjects": FLAGS.subjects,
+  out = {"cohort": {"n": FLAGS.n, "seed": FLAGS.planted_seed, "subjects": FLAGS.subjects,
                     "subject_noise_sd": sd, "weights": FLAGS.weights},
          "summary": result.summary, "heatmap_mass": masses,
          "top_fwer_maps": [int(k) for k in np.flatnonzero(selections["FWER-significant"])[:50]]}
