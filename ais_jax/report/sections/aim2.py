@@ -50,7 +50,44 @@ def match_analysis(models: list, cohort, out_dir: str) -> dict:
   files += figures.match_cdf(scores, os.path.join(fdir, "match_cdf.png"),
                              title=f"{cohort.dataset}: agreement of heatmaps between models")
   files.append(files_lib.write_json(os.path.join(fdir, "match_summary.json"), pairs))
-  return {"pairs": pairs, "files": [os.path.relpath(p, out_dir) for p in files]}
+  first = next(iter(scores))
+  files.append(_match_examples_figure(cohort, models, scores[first], first,
+                                      os.path.join(fdir, "match_examples.png")))
+  return {"pairs": pairs, "files": [os.path.relpath(p, out_dir) for p in files],
+          "examples_pair": first}
+
+
+def _match_examples_figure(cohort, models, match: np.ndarray, pair: str, out_png: str,
+                           per_side: int = 4) -> str:
+  """The images where the first two models' heatmaps agree most and least (Match score of
+  ``pair``, written above each): the image, then every model's heatmap over it."""
+  from ais_jax.report import figures
+  order = [i for i in np.argsort(-np.where(np.isfinite(match), match, -np.inf), kind="stable")
+           if np.isfinite(match[i])]
+  per_side = min(per_side, len(order) // 2)
+  chosen = order[:per_side] + order[len(order) - per_side:]
+  fig, grid = figures.grid_figure(1 + len(models), len(chosen), cell=(1.9, 2.1), left=0.7,
+                                  right=1.1, top=0.8, bottom=0.1, wspace=0.05, hspace=0.12)
+  for c, i in enumerate(chosen):
+    image = np.asarray(cohort.images[i])
+    ax = fig.add_subplot(grid[0, c])
+    ax.imshow(image)
+    side = "agree most" if c < per_side else "agree least"
+    ax.set_title(f"{figures.short_name(cohort.names[i], 16)}\nMatch {match[i]:.2f} ({side})",
+                 fontsize=8)
+    for r, m in enumerate(models):
+      axm = fig.add_subplot(grid[r + 1, c])
+      axm.imshow(figures.heat_overlay(image, m.run.heatmaps[i]))
+      if c == 0:
+        axm.set_ylabel(m.label, fontsize=9)
+  for ax in fig.axes:
+    ax.set_xticks([])
+    ax.set_yticks([])
+  figures.side_colorbar(fig, 1.1, label="heat (each map:\nits min to its max)")
+  fig.suptitle(f"Where the heatmaps agree most and least ({pair})", fontsize=10,
+               y=1 - 0.08 / fig.get_size_inches()[1], va="top")
+  fig.savefig(out_png, dpi=90)
+  return out_png
 
 
 def distribution_analysis(models: list, cohort, out_dir: str) -> dict:
@@ -176,6 +213,11 @@ def match_section(match: dict) -> index.Section:
                    "comparison-relevant features are.",
                    data=["aim2/match_per_image.csv", "aim2/match_cdf.csv",
                          "aim2/match_summary.json"]),
+      index.Figure("aim2/match_examples.png", "Images where the models agree most and least",
+                   f"The {match.get('examples_pair', 'first pair')} Match score chooses the "
+                   "images: the highest four on the left, the lowest four on the right; below "
+                   "each image, every model's AIS heatmap over a grey copy of it.",
+                   data=["aim2/match_per_image.csv"]),
       index.Table("Match scores and maxEntropy",
                   ["pair", "images", "undefined", "mean", "median", "r with maxEntropy", "p",
                    "Spearman rho", "p"], rows,
