@@ -58,3 +58,23 @@ def archs() -> list[str]:
   """Architecture names that have a converter."""
   _import_families()
   return sorted(_CONVERTERS)
+
+
+def rule_converter(rules, arch: str) -> Converter:
+  """A converter applying the rule table ``rules`` (``convert.core.Rule`` s) for ``arch``.
+
+  The returned ``convert(state_dict, num_classes=1000)`` builds ``arch`` with ``num_classes``
+  (None or 0: no classifier) and checks every key and shape against it
+  (:func:`convert.core.convert_state_dict`); torch tensors are accepted as well as arrays.
+  """
+
+  def convert(state_dict, num_classes=1000):
+    from ais_jax import models  # pylint: disable=g-import-not-at-top
+    from convert.core import convert_state_dict  # pylint: disable=g-import-not-at-top
+    from convert.vgg import to_numpy  # pylint: disable=g-import-not-at-top
+    abstract = models.abstract_variables(models.get(arch), num_classes=num_classes or 0)
+    return convert_state_dict(to_numpy(state_dict), rules, abstract,
+                              arch=f"{arch} ({num_classes or 'no'} classes)")
+
+  convert.__name__ = f"convert_{arch}"
+  return convert

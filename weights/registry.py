@@ -80,13 +80,25 @@ def _lite(index: int, input_size: int, digest: str) -> WeightsEntry:
             "Legacy (pre-1.6) torch.save file.")
 
 
-def _torchvision(name: str, arch: str, file_name: str) -> WeightsEntry:
+def _torchvision(name: str, arch: str, file_name: str, input_size: int = 224,
+                 notes: str = "") -> WeightsEntry:
   return WeightsEntry(
       name=name, arch=arch, num_classes=1000, normalization="imagenet", resize="square",
-      input_size=224, file_name=file_name, url=f"https://download.pytorch.org/models/{file_name}",
+      input_size=input_size, file_name=file_name,
+      url=f"https://download.pytorch.org/models/{file_name}",
       sha256_prefix=file_name.rsplit("-", 1)[1].split(".")[0],
       homepage="https://pytorch.org/vision/stable/models.html (IMAGENET1K_V1 weights)",
-      license="BSD-3-Clause (torchvision); trained on ImageNet-1k (non-commercial terms)")
+      license="BSD-3-Clause (torchvision); trained on ImageNet-1k (non-commercial terms)",
+      notes=notes)
+
+
+# torchvision's own evaluation transform is Resize(shorter side) then CenterCrop; the project's
+# 'square' rule resizes the whole image to input_size x input_size (BUILD.md says where it differs).
+_TORCHVISION_EVAL = ("torchvision evaluates these weights with Resize({resize}{interp}) on the "
+                     "shorter side then CenterCrop({crop}) (the central {crop}/{resize} of the "
+                     "shorter side, aspect kept) and ImageNet mean/std; ais_jax's 'square' rule "
+                     "resizes the whole image to {crop}x{crop} with PIL bilinear instead (no crop "
+                     "margin; non-square images are stretched).")
 
 
 REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
@@ -98,6 +110,23 @@ REGISTRY: dict[str, WeightsEntry] = {e.name: e for e in [
     _torchvision("resnet50_imagenet", "resnet50", "resnet50-0676ba61.pth"),
     _torchvision("resnet152_imagenet", "resnet152", "resnet152-394f9c45.pth"),
     _torchvision("resnext50_32x4d_imagenet", "resnext50_32x4d", "resnext50_32x4d-7cdf4587.pth"),
+    # Aim 4 architectures (torchvision IMAGENET1K_V1).
+    _torchvision("densenet161_imagenet", "densenet161", "densenet161-8d451a50.pth",
+                 notes=_TORCHVISION_EVAL.format(resize=256, interp="", crop=224) +
+                 " The file uses torchvision's old DenseNet keys (norm.1, conv.1), which the "
+                 "converter accepts."),
+    _torchvision("inception_v3_imagenet", "inception_v3", "inception_v3_google-0cc3c7bd.pth",
+                 input_size=299,
+                 notes=_TORCHVISION_EVAL.format(resize=342, interp="", crop=299) +
+                 " The weights expect transform_input=True: the network re-maps the ImageNet "
+                 "mean/std input to (x / 255 - 0.5) / 0.5 itself; ais_jax's InceptionV3 trunk "
+                 "does the same (transform_input=True). The file's auxiliary classifier "
+                 "(AuxLogits.*) is skipped."),
+    _torchvision("efficientnet_b3_imagenet", "efficientnet_b3",
+                 "efficientnet_b3_rwightman-b3899882.pth", input_size=300,
+                 notes=_TORCHVISION_EVAL.format(resize=320, interp=", bicubic", crop=300)),
+    _torchvision("regnet_y_400mf_imagenet", "regnet_y_400mf", "regnet_y_400mf-c65dace8.pth",
+                 notes=_TORCHVISION_EVAL.format(resize=256, interp="", crop=224)),
     # LPIPS backbones (Aim 1 baseline, ais_jax.lpips).
     _torchvision("alexnet_imagenet", "alexnet", "alexnet-owt-7be5be79.pth"),
     _torchvision("squeezenet1_1_imagenet", "squeezenet1_1", "squeezenet1_1-b8a52dc0.pth"),

@@ -10,8 +10,9 @@
 Submodule names mirror the torchvision keys (``features_0`` ... ``features_34``, ``classifier_0``,
 ``classifier_3``, ``classifier_6``), so :mod:`convert.vgg` is a four-rule table.
 
-The small helpers :func:`apply_keep` and :func:`adaptive_avg_pool` are shared by the other
-torchvision families (ResNet, AlexNet, SqueezeNet).
+The small helpers :func:`apply_keep`, :func:`adaptive_avg_pool` and :func:`pooled_head` are shared
+by the other torchvision families (ResNet, AlexNet, SqueezeNet, DenseNet, Inception, EfficientNet,
+RegNet).
 """
 
 from __future__ import annotations
@@ -69,6 +70,29 @@ def unfold(y: Optional[jax.Array], lead: tuple[int, ...]) -> Optional[jax.Array]
   if y is None or not lead:
     return y
   return y.reshape(lead + (y.shape[0] // lead[0],) + y.shape[1:])
+
+
+def pooled_head(maps: jax.Array, keep: Optional[jax.Array], classifier: Optional[Any]):
+  """Global-average-pool head of the pooled families (DenseNet, Inception, EfficientNet, RegNet).
+
+  Args:
+    maps: ``[n, h, w, K]``.
+    keep: None, ``[K]`` or ``[m, K]`` channel weights; applied to the pooled vector, which gives
+      the values of pooling ``maps * keep`` (pooling is linear) without an ``[m, n, h, w, K]`` copy.
+    classifier: callable ``[..., K] -> [..., C]`` (a Dense), or None for no logits.
+
+  Returns:
+    ``(embedding [(m,) n, K], logits [(m,) n, C] or None)``.
+  """
+  embedding = jnp.mean(maps, axis=(1, 2))
+  if keep is not None:
+    keep = jnp.asarray(keep)
+    if keep.ndim not in (1, 2) or keep.shape[-1] != maps.shape[-1]:
+      raise ValueError(f"keep must be [K] or [m, K] with K = {maps.shape[-1]} (the maps' channel "
+                       f"count); got shape {keep.shape}")
+    keep = keep.astype(embedding.dtype)
+    embedding = embedding * keep if keep.ndim == 1 else embedding[None] * keep[:, None, :]
+  return embedding, (classifier(embedding) if classifier is not None else None)
 
 
 def _adaptive_matrix(size_in: int, size_out: int) -> np.ndarray:
