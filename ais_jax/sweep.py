@@ -419,6 +419,57 @@ def _label(row: dict) -> str:
       f"{row['arch']}_imagenet" else os.path.basename(os.path.normpath(row["weights"]))
 
 
+def _model_cells(weights: str, cohorts: Sequence[SweepCohort], image_set: ImageSet,
+                 settings: dict, config: SweepConfig, cache, out: str,
+                 report: Callable[[str], None], *, first_cell: int, total: int):
+  """The cells of one model: finished ones are read back (``row["skipped"] = True``), the others
+  computed on the model's trunk maps (computed once, through the activation cache).
+
+  Returns ``(rows, timings)``.
+  """
+  from ais_jax.io import activation_cache
+  from ais_jax.io import images as images_io
+  t_model = time.perf_counter()
+  spec, variables, module, model = _load_model(weights, report)
+  maps = head = None
+  timings: dict[str, Any] = {}
+  rows = []
+  for number, cohort in enumerate(cohorts, start=first_cell):
+    cell_dir = os.path.join(out, CELLS_DIR, cohort.folder, weights_folder(weights))
+    inputs = cell_inputs(settings, cohort, weights, model)
+    input_hash = _json_sha256(inputs)
+    where = f"cell {number}/{total} [{cohort.name} / {weights}]"
+    old = read_cell(cell_dir)
+    if old is not None and old.get("input_hash") == input_hash and not config.overwrite:
+      report(f"{where}: finished earlier (input hash {input_hash[:12]}), skipped")
+      rows.append(dict(old["row"], skipped=True))
+      continue
+    if maps is None:
+      t = time.perf_counter()
+      resized = images_io.fit_to_model(image_set.images, spec, names=image_set.names)
+      maps = activation_cache.cached_trunk_maps(
+          spec, module, variables, resized, cache=cache, precision=config.precision,
+          batch_size=config.batch_size, weights_sha256=model["weights_sha256"],
+          progress=lambda m: report(f"  {weights}: {m}"), timings=timings)
+      timings["trunk_with_resize"] = time.perf_counter() - t
+      report(f"  {weights}: maps {list(maps.shape)} ({timings['trunk_cache']}, "
+             f"{timings['trunk_with_resize']:.1f} s)")
+      head = spec.get_ablation_head(variables)
+    report(f"{where}: {cohort.indices.size} images, {cohort.folds} folds x {config.seeds} "
+           "seeds ...")
+    t = time.perf_counter()
+    row = run_cell(cell_dir, cohort, weights, spec, head, maps, image_set.human, config,
+                   inputs, input_hash)
+    report(f"{where}: done in {time.perf_counter() - t:.1f} s: full {_fmt(row['full_mean'])}, "
+           f"pruned {_fmt(row['pruned_mean'])} (mean m* {_fmt(row['m_star_mean'], 1)}/"
+           f"{row['num_maps']}; {row['splits_used']} of {row['n_splits']} splits used)")
+    if row["split_warning"]:
+      report(f"{where}: {row['split_warning']}")
+    rows.append(row)
+  timings["total"] = time.perf_counter() - t_model
+  return rows, timings
+
+
 def run_sweep(config: SweepConfig, *, progress: Optional[Callable[[str], None]] = None,
               command: Optional[Sequence[str]] = None) -> SweepResult:
   """Runs (or resumes) the sweep; writes the files of the module docstring into ``config.out``.
@@ -426,9 +477,7 @@ def run_sweep(config: SweepConfig, *, progress: Optional[Callable[[str], None]] 
   Raises:
     UserInputError for wrong inputs, a folder holding something else or another sweep.
   """
-  from ais_jax import pipeline
   from ais_jax.io import activation_cache
-  from ais_jax.io import images as images_io
   report = progress or (lambda message: None)
   t_start = time.perf_counter()
   weights_list = [os.path.expandvars(os.path.expanduser(w.strip())) for w in config.weights
@@ -461,52 +510,14 @@ def run_sweep(config: SweepConfig, *, progress: Optional[Callable[[str], None]] 
   _write_json(os.path.join(out, SWEEP_FILE), sweep_record)  # Before any cell: claims the folder.
 
   total = len(cohorts) * len(weights_list)
-  rows, computed, skipped, done = [], 0, 0, 0
-  timings = {"models": {}}
+  rows, timings = [], {"models": {}}
   for weights in weights_list:
-    t_model = time.perf_counter()
-    spec, variables, module, model = _load_model(weights, report)
-    head = None
-    maps = None
-    model_timings = {}
-    for cohort in cohorts:
-      done += 1
-      cell_dir = os.path.join(out, CELLS_DIR, cohort.folder, weights_folder(weights))
-      inputs = cell_inputs(settings, cohort, weights, model)
-      input_hash = _json_sha256(inputs)
-      where = f"cell {done}/{total} [{cohort.name} / {weights}]"
-      old = read_cell(cell_dir)
-      if old is not None and old.get("input_hash") == input_hash and not config.overwrite:
-        report(f"{where}: finished earlier (input hash {input_hash[:12]}), skipped")
-        rows.append(old["row"])
-        skipped += 1
-        continue
-      if maps is None:
-        t = time.perf_counter()
-        resized = images_io.fit_to_model(image_set.images, spec, names=image_set.names)
-        maps = activation_cache.cached_trunk_maps(
-            spec, module, variables, resized, cache=cache, precision=config.precision,
-            batch_size=config.batch_size, weights_sha256=model["weights_sha256"],
-            progress=lambda m, w=weights: report(f"  {w}: {m}"), timings=model_timings)
-        model_timings["trunk_with_resize"] = time.perf_counter() - t
-        report(f"  {weights}: maps {list(maps.shape)} ({model_timings['trunk_cache']}, "
-               f"{model_timings['trunk_with_resize']:.1f} s)")
-        head = spec.get_ablation_head(variables)
-      report(f"{where}: {cohort.indices.size} images, {cohort.folds} folds x {config.seeds} "
-             "seeds ...")
-      t = time.perf_counter()
-      row = run_cell(cell_dir, cohort, weights, spec, head, maps, image_set.human, config,
-                     inputs, input_hash)
-      report(f"{where}: done in {time.perf_counter() - t:.1f} s: full {_fmt(row['full_mean'])}, "
-             f"pruned {_fmt(row['pruned_mean'])} (mean m* {_fmt(row['m_star_mean'], 1)}/"
-             f"{row['num_maps']}; {row['splits_used']} of {row['n_splits']} splits used)")
-      if row["split_warning"]:
-        report(f"{where}: {row['split_warning']}")
-      rows.append(row)
-      computed += 1
-    model_timings["total"] = time.perf_counter() - t_model
-    timings["models"][weights] = model_timings
-    del maps, head, variables
+    model_rows, timings["models"][weights] = _model_cells(
+        weights, cohorts, image_set, settings, config, cache, out, report,
+        first_cell=len(rows) + 1, total=total)
+    rows += model_rows
+  computed = sum(not r.get("skipped") for r in rows)
+  skipped = len(rows) - computed
   from ais_jax.report import figure6
   cohort_order = {c.name: i for i, c in enumerate(cohorts)}
   rows.sort(key=lambda r: cohort_order[r["cohort"]])  # Cohort by cohort, models in --weights order.
