@@ -31,8 +31,8 @@ def define_overlay_flags() -> None:
 
 def define_categories_flag() -> None:
   """--categories (a CSV ``name,category``; ``ais_jax.io.categories``)."""
-  _common.define_flag(
-      flags.DEFINE_string, "categories", "", "CSV 'name,category' with the category of each "
+  _common.define_path(
+      "categories", "", "CSV 'name,category' with the category of each "
       "image (by the names the image loader reports): figures and the report group, order and "
       "label images by it; the 92-image set brings its own.", module_name=_caller())
 

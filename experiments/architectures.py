@@ -35,7 +35,7 @@ _define = _common.define_flag
 _define(flags.DEFINE_enum, "dataset", "", ["", "kriegeskorte92", "custom"],
         "kriegeskorte92 (the 92 images, --data_dir) or custom (--images/--human; the default "
         "when --images is given).")
-_define(flags.DEFINE_string, "data_dir", "", "Folder of the 92-image files (offline); empty: "
+_common.define_path("data_dir", "", "Folder of the 92-image files (offline); empty: "
         "download into $AIS_JAX_HOME/data (needs internet).")
 _report_flags.define_categories_flag()  # --categories=FILE (name,category CSV)
 _define(flags.DEFINE_bool, "by_category", False, "Also run each category as its own cohort "

@@ -32,14 +32,18 @@ from absl import flags
 
 import numpy as np
 
+from experiments import _common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("weights", "efficientnet_lite0_imagenet", "Weights (registry name).")
-flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "..", "shared", "data", "kriegeskorte92"), "92-image folder.")
+flags.DEFINE(_common.PathParser(), "data_dir", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "..", "shared", "data", "kriegeskorte92"), "92-image folder.",
+             serializer=flags.ArgumentSerializer())
 flags.DEFINE_integer("bootstrap", 1000, "Image resamples.")
 flags.DEFINE_integer("permutations", 1000, "Permutations.")
 flags.DEFINE_integer("loop_sample", 8, "Engine calls timed per kind for the loop estimate.")
-flags.DEFINE_string("out", "", "JSON output path (optional).")
+flags.DEFINE(_common.PathParser(), "out", "", "JSON output path (optional).",
+             serializer=flags.ArgumentSerializer())
 
 
 def fast_path(head, maps, human, counts, perms):

@@ -28,11 +28,11 @@ from experiments import _common
 
 FLAGS = _common.FLAGS
 _define = _common.define_flag
-_define(flags.DEFINE_string, "chromium", "", "Chromium executable (default: $CHROMIUM, then "
+_common.define_path("chromium", "", "Chromium executable (default: $CHROMIUM, then "
         "chromium / chromium-browser / google-chrome on PATH).")
-_define(flags.DEFINE_string, "run_dir", "", "The run folder (also accepted as the one positional "
+_common.define_path("run_dir", "", "The run folder (also accepted as the one positional "
         "argument).")
-_define(flags.DEFINE_string, "screenshots", "", "Folder for the screenshots (default "
+_common.define_path("screenshots", "", "Folder for the screenshots (default "
         "RUN_DIR/check_report).")
 
 BROWSER_NOT_AVAILABLE = 2

@@ -24,9 +24,9 @@ FLAGS = _common.FLAGS
 _common.define_model_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
-_common.define_flag(flags.DEFINE_string, "images", "", "A directory of images or a .npy uint8 "
+_common.define_path("images", "", "A directory of images or a .npy uint8 "
                     "array [n, H, W, 3] (not with --dataset).")
-_common.define_flag(flags.DEFINE_string, "human_subjects", "", "Per-subject matrices: [S, n, n] "
+_common.define_path("human_subjects", "", "Per-subject matrices: [S, n, n] "
                     ".npy, a .mat, or a folder of per-subject [n, n] files, in the image order.")
 _common.define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat file.")
 _common.define_flag(flags.DEFINE_enum, "human_kind", None, ["similarity", "dissimilarity"],
@@ -34,8 +34,8 @@ _common.define_flag(flags.DEFINE_enum, "human_kind", None, ["similarity", "dissi
                     "given: used as similarities, but distance-looking matrices are refused.")
 _common.define_flag(flags.DEFINE_string, "dataset", "", "'kriegeskorte92': the 92 images and "
                     "16 subjects from --data_dir (instead of --images/--human_subjects).")
-_common.define_flag(flags.DEFINE_string, "data_dir", "", "Folder of the --dataset files.")
-_common.define_flag(flags.DEFINE_list, "compare_weights", [], "Other weights whose baseline "
+_common.define_path("data_dir", "", "Folder of the --dataset files.")
+_common.define_path_list("compare_weights", [], "Other weights whose baseline "
                     "agreement is drawn against the noise ceiling (e.g. "
                     "efficientnet_lite1_imagenet,efficientnet_lite2_imagenet).")
 _common.define_flag(flags.DEFINE_integer, "bootstrap", 1000, "Image resamples (0: none).",
