@@ -158,7 +158,7 @@ def section(rows: Sequence[Mapping[str, Any]], *, figure: str, csv: str,
                    f"{score_name} with all maps, the red bar with the maps AIS selected on the "
                    "training images (m*). '1' and '2' mark the two best architectures in each "
                    "condition. Error bars: Loftus-Masson within-cell SE over the splits.",
-                   data=[csv]),
+                   data=[os.path.splitext(figure)[0] + ".csv", csv]),
       index.Table("Cells: one cohort x architecture each",
                   ["cohort", "architecture", "images", "folds", f"full {score_name}",
                    f"pruned {score_name}", "mean m*", "maps K", "p (paired t)",
