@@ -353,3 +353,23 @@ def test_report_and_figure_titles_state_used_and_dropped_splits():
   text = section.items[0].how_to_read
   assert "21 of 24 image-fold splits (3 dropped: undefined test score)" in text
   assert "using 3 folds" in text and "undefined test score." in text
+
+
+def test_main_job_custom_cohort_reorders_a_labelled_csv_and_records_its_labels(tmp_path):
+  from PIL import Image
+  from ais_jax import main_job
+  from ais_jax.report.sections import run_data
+  n = 6
+  names = _cohort_names(n)
+  (tmp_path / "imgs").mkdir()
+  for i, name in enumerate(names):
+    Image.fromarray(np.full((4, 4, 3), 30 * i, np.uint8)).save(tmp_path / "imgs" / name)
+  h = np.corrcoef(np.random.default_rng(5).standard_normal((n, 7)))
+  perm = [3, 0, 5, 1, 4, 2]
+  labels = [names[i] for i in perm]
+  _write_labelled_csv(tmp_path / "h.csv", h[np.ix_(perm, perm)], labels)
+  cohort = run_data.custom_cohort(main_job.RunConfig(
+      dataset="custom", images=str(tmp_path / "imgs"), human=str(tmp_path / "h.csv")))
+  assert cohort.names == names and cohort.human.tobytes() == h.tobytes()
+  assert cohort.inputs["human_labels"] == labels
+  assert cohort.inputs["human_reordered_to_image_order"] is True

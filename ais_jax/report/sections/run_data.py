@@ -91,12 +91,18 @@ def custom_cohort(config) -> Cohort:
                          "required for your own cohort: --images=DIR_OR_NPY and --human=MATRIX")
   images, names = images_io.load_images(config.images, image_list=config.image_list or None,
                                         tfds_data_dir=config.tfds_data_dir or None)
-  human = human_io.load_human(config.human, key=config.human_key or None,
-                              kind=config.human_kind, n_images=len(names), image_names=names,
-                              labels=config.human_labels or None)
-  inputs = {"images": os.path.abspath(config.images), "human": os.path.abspath(config.human),
-            "human_sha256": runs.sha256_file(config.human)}
-  if os.path.isfile(config.images):
+  labelled = human_io.load_human_labelled(config.human, key=config.human_key or None,
+                                          kind=config.human_kind, n_images=len(names),
+                                          image_names=names,
+                                          labels=config.human_labels or None)
+  human = labelled.matrix
+  tfds = config.images.startswith(images_io.TFDS_PREFIX)
+  inputs = {"images": config.images if tfds else os.path.abspath(config.images),
+            "human": os.path.abspath(config.human),
+            "human_sha256": runs.sha256_file(config.human),
+            "human_labels": labelled.labels,
+            "human_reordered_to_image_order": labelled.reordered}
+  if not tfds and os.path.isfile(config.images):
     inputs["images_sha256"] = runs.sha256_file(config.images)
   return Cohort("custom", images, human, list(names), ["images"] * len(names), inputs,
                 f"{len(names)} images from {config.images} with the similarity in {config.human}.",
