@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Mutation testing of the core modules with mutmut (a benchmark-like check, not part of CI).
+#
+#   pip install mutmut==3.8.1
+#   bash experiments/mutation.sh stats            # one module
+#   bash experiments/mutation.sh all              # every module in the table below
+#
+# Each run works in a fresh clone of the current commit under $TMPDIR (the working tree is never
+# touched), mutates one module, runs the tests listed for it against every mutant (mutmut runs only
+# the tests that reach the mutated function) and prints the killed/survived counts and every
+# survivor's diff to experiments/mutation_results/<module>.txt. BUILD.md gives the last counts,
+# the time each module takes and the survivors judged equivalent.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+shared="${AIS_JAX_SHARED:-$(dirname "$repo")/shared}"
+results="$repo/experiments/mutation_results"
+
+# module -> the test files that check it
+declare -A TESTS=(
+  [rsa]="tests/test_rsa.py tests/test_undefined_rule.py"
+  [ais]="tests/test_ais_engine.py tests/test_precision_modes.py"
+  [ablation]="tests/test_ais_engine.py"
+  [selection]="tests/test_selection.py tests/test_stats.py"
+  [stats]="tests/test_stats.py"
+  [saliency]="tests/test_saliency.py"
+  [heatmaps]="tests/test_heatmaps.py"
+  [aim2]="tests/test_aim2.py tests/test_undefined_rule.py"
+  [validation]="tests/test_io.py tests/test_rsa.py"
+  [io/human]="tests/test_io.py"
+  [io/pth]="tests/test_pth_reader.py tests/test_unpickler_attacks.py"
+)
+
+run_one() {
+  local module="$1"
+  local tests="${TESTS[$module]:?unknown module $module; one of: ${!TESTS[*]}}"
+  local work
+  work="$(mktemp -d)"
+  git clone -q "$repo" "$work/repo"
+  cd "$work/repo"
+  cat >> pyproject.toml <<EOF
+
+[tool.mutmut]
+source_paths = ["ais_jax/"]
+only_mutate = ["ais_jax/$module.py"]
+pytest_add_cli_args_test_selection = [$(printf '"%s", ' $tests)]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]
+EOF
+  local start=$SECONDS
+  AIS_JAX_SHARED="$shared" mutmut run --max-children "${MUTMUT_CHILDREN:-1}" >/dev/null 2>&1 || true
+  mkdir -p "$results/$(dirname "$module")"
+  local out="$results/$module.txt"
+  {
+    echo "# mutmut on ais_jax/$module.py ($(git rev-parse --short HEAD)), tests: $tests"
+    echo "# $((SECONDS - start)) s on $(nproc) cores"
+    AIS_JAX_SHARED="$shared" mutmut results --all true 2>/dev/null | awk -F': ' '{print $2}' | sort | uniq -c
+    for m in $(AIS_JAX_SHARED="$shared" mutmut results 2>/dev/null | awk -F: '/survived/ {print $1}'); do
+      echo "== $m"
+      AIS_JAX_SHARED="$shared" mutmut show "$m" 2>/dev/null | grep '^[-+] ' || true
+    done
+  } > "$out"
+  cd "$repo"
+  rm -rf "$work"
+  head -8 "$out"
+}
+
+if [[ "${1:-}" == "all" ]]; then
+  for module in "${!TESTS[@]}"; do run_one "$module"; done
+else
+  run_one "${1:?usage: bash experiments/mutation.sh MODULE|all}"
+fi
