@@ -7,8 +7,8 @@ Layout of one checkpoint directory::
                         preprocessing, creation time, ais_jax version, leaf shapes
       variables/        orbax StandardCheckpointer checkpoint of {'params': ..., 'batch_stats': ...}
 
-The directory is written under a temporary name next to it and renamed when complete, so a reader
-never sees a half-written checkpoint. Loading restores into the abstract (shape-only) tree of the
+The directory is written in a staging folder next to it and swapped in when complete
+(``ais_jax.io.runs.staged_dir``), so a reader never sees a half-written checkpoint. Loading restores into the abstract (shape-only) tree of the
 recorded architecture and checks every leaf's shape and dtype.
 """
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -92,39 +90,23 @@ def save_checkpoint(directory: str | os.PathLike, variables: Mapping[str, Any],
   })
   text = json.dumps(record, indent=2, sort_keys=True)  # fails early if not serialisable
 
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
-  try:
-    os.chmod(tmp, _umask_mode(0o777))  # mkdtemp's 0700 would hide the weights from colleagues.
+  from ais_jax.io import runs  # pylint: disable=g-import-not-at-top
+  # Built beside ``directory`` and swapped in whole (an old checkpoint survives any failure, and a
+  # killed writer's leftovers are removed by the next save).
+  with runs.staged_dir(directory, overwrite=True, input_name="--dst") as tmp:
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, VARIABLES_DIR), tree)
       checkpointer.wait_until_finished()
     with open(os.path.join(tmp, PROVENANCE_FILE), "w") as f:
       f.write(text + "\n")
     _follow_umask(tmp)
-    if os.path.exists(directory):
-      old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
-      os.rename(directory, os.path.join(old, "ckpt"))
-      os.rename(tmp, directory)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return directory
-
-
-def _umask_mode(base: int) -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return base & ~mask
 
 
 def _follow_umask(root: str) -> None:
   """Gives every folder and file under ``root`` the mode the umask gives new ones."""
-  dir_mode, file_mode = _umask_mode(0o777), _umask_mode(0o666)
+  from ais_jax.io import runs  # pylint: disable=g-import-not-at-top
+  dir_mode, file_mode = runs.umask_mode(0o777), runs.umask_mode(0o666)
   for folder, _, names in os.walk(root):
     os.chmod(folder, dir_mode)
     for name in names:

@@ -216,9 +216,12 @@ def _swap_in(staging: str, out_dir: str) -> None:
     os.rename(staging, out_dir)
     return
   if _exchange(staging, out_dir):
-    # ``staging`` now holds the old run; it still carries this process's lock, so if we are
-    # killed during the removal the next writer finishes it.
-    shutil.rmtree(staging, ignore_errors=True)
+    # ``staging`` now holds the old run (or the old symbolic link); it is named with this
+    # process's pid, so if we are killed during the removal the next writer finishes it.
+    if os.path.islink(staging):
+      os.remove(staging)
+    else:
+      shutil.rmtree(staging, ignore_errors=True)
     return
   # Fallback: two renames. The old run first moves into a staging folder marked "swapped_out",
   # so a kill between the renames lets the next writer put it back (:func:`clean_stale`).
