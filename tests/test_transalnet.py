@@ -256,3 +256,40 @@ def test_padded_batches_compile_once(converted):
   before = apply._cache_size()
   transalnet.predict_raw(module, variables, canvases, batch_size=2)  # 2 + 1 padded
   assert apply._cache_size() - before <= 1
+
+
+def test_saliency_comparison_end_to_end_with_transalnet(converted, tmp_path):
+  """experiments.saliency's library path with --saliency=transalnet on converted random weights:
+  RR table, PR curves, contours, and saliency_raw.npy equal to the network's output."""
+  from ais_jax.io import runs
+  from ais_jax.io import weights as weights_io
+  from ais_jax.report import saliency_report
+  net, _, _ = converted
+  torch.save(net.state_dict(), tmp_path / "TranSalNet_Res.pth")
+  checkpoint = weights_io.convert_file(tmp_path / "TranSalNet_Res.pth", tmp_path / "tsn",
+                                       arch="transalnet_res")
+  rng = np.random.default_rng(5)
+  images = rng.integers(0, 256, (3, 60, 80, 3), dtype=np.uint8)
+  np.save(tmp_path / "images.npy", images)
+  run = tmp_path / "run"
+  runs.write_run(str(run), {"heatmaps": rng.random((3, 4, 4)).astype(np.float32)},
+                 {"flags": {"images": str(tmp_path / "images.npy")}},
+                 image_names=[f"im{i}.png" for i in range(3)])
+  out = tmp_path / "out"
+  summary = saliency_report.run_saliency(str(run), "transalnet", str(out), n_examples=2,
+                                         saliency_weights=checkpoint)
+  for name in ("rr_table.csv", "rr_per_image.csv", "saliency.npy", "saliency_raw.npy",
+               "pr_curves.png", "contours.png", "saliency_summary.json"):
+    assert os.path.getsize(out / name) > 0, name
+  raw = np.load(out / "saliency_raw.npy")
+  x = torch.from_numpy(np.stack([_authors_canvas(im) for im in images]).astype(np.float64)
+                       / 255.).permute(0, 3, 1, 2).float()
+  with torch.no_grad():
+    want = net(x)[:, 0].numpy()
+  assert raw.shape == (3, 288, 384) and np.max(np.abs(raw - want)) <= 1e-5
+  maps = np.load(out / "saliency.npy")
+  assert maps.shape == (3, 60, 80)
+  diff = np.abs(maps[1] - _authors_postprocess(torch.from_numpy(want[1]), (60, 80)).astype(float))
+  assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
+  assert summary["saliency"] == "transalnet" and summary["saliency_weights"] == checkpoint
+  assert len(summary["rr_all_images"]) == 3

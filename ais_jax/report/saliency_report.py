@@ -7,7 +7,9 @@ on images and heatmaps already in memory). Both write to ``out``:
 * ``rr_table.csv``/``.md`` (the paper's Table 1) and ``rr_per_image.csv`` (one row per image: RR
   at each top-p% level and why it is undefined where it is);
 * ``saliency.npy`` (the maps used, float32 at image resolution; ``saliency.npz`` keyed by image
-  name when image sizes differ) and ``pr_per_image.npz``;
+  name when image sizes differ) and ``pr_per_image.npz``; with ``--saliency=transalnet`` also
+  ``saliency_raw.npy`` ``[n, 288, 384]`` (the network's sigmoid output before the authors'
+  8-bit postprocessing, :mod:`ais_jax.transalnet`);
 * ``pr_curves.png``/``.csv`` (Figure 4) and ``contours.png``/``.json`` (Figure 5);
 * ``saliency_summary.json`` (inputs, undefined counts, the all-images rows, files, wall time).
 """
@@ -27,6 +29,8 @@ from ais_jax.report import figures
 from ais_jax.report import files as files_lib
 
 SPECTRAL_RESIDUAL = "spectral_residual"
+TRANSALNET = "transalnet"
+DEFAULT_TRANSALNET_WEIGHTS = "transalnet_res"
 NO_SALIENCY = ("", "none")
 
 
@@ -163,27 +167,46 @@ def upsample_to_images(maps: Any, sizes: Sequence[tuple[int, int]]) -> list[np.n
   return out
 
 
-def saliency_maps(images: Sequence[Any], names: Sequence[str], saliency: str, *,
-                  fit: str = "resize") -> Optional[list[np.ndarray]]:
-  """Saliency maps at image resolution, or None when ``saliency`` is '' or 'none'.
+def compute_saliency(images: Sequence[Any], names: Sequence[str], saliency: str, *,
+                     fit: str = "resize", saliency_weights: str = "",
+                     progress=None) -> tuple[Optional[list[np.ndarray]], Optional[np.ndarray]]:
+  """Saliency maps at image resolution (None when ``saliency`` is '' or 'none'), and the raw
+  network output for TranSalNet (else None).
 
   Args:
     images: n uint8 ``[H_i, W_i, 3]``.
     names: the n image names (external maps are matched by name).
-    saliency: 'spectral_residual' (computed), a ``.npy`` ``[n, H, W]`` or a folder of maps.
+    saliency: 'spectral_residual' (computed), 'transalnet' (the authors' test-time path with
+      ``saliency_weights``, default the registry's 'transalnet_res'), a ``.npy`` ``[n, H, W]`` or
+      a folder of maps.
     fit: how external maps are fitted to their image ('resize' or 'crop').
+    progress: optional callback for progress lines (TranSalNet batches).
   """
   if saliency in NO_SALIENCY:
-    return None
+    return None, None
   if saliency == SPECTRAL_RESIDUAL:
-    return [saliency_lib.spectral_residual(np.asarray(im)) for im in images]
-  return list(saliency_lib.load_saliency(saliency, names, image_sizes(images), fit=fit))
+    return [saliency_lib.spectral_residual(np.asarray(im)) for im in images], None
+  if saliency == TRANSALNET:
+    from ais_jax import transalnet  # pylint: disable=g-import-not-at-top
+    return transalnet.saliency_maps(images, saliency_weights or DEFAULT_TRANSALNET_WEIGHTS,
+                                    progress=progress)
+  return list(saliency_lib.load_saliency(saliency, names, image_sizes(images), fit=fit)), None
+
+
+def saliency_maps(images: Sequence[Any], names: Sequence[str], saliency: str, *,
+                  fit: str = "resize", saliency_weights: str = "",
+                  progress=None) -> Optional[list[np.ndarray]]:
+  """The maps of :func:`compute_saliency` (without TranSalNet's raw output)."""
+  return compute_saliency(images, names, saliency, fit=fit, saliency_weights=saliency_weights,
+                          progress=progress)[0]
 
 
 def saliency_label(saliency: str) -> str:
   """Display name of a ``--saliency`` value."""
   if saliency == SPECTRAL_RESIDUAL:
     return "spectral residual"
+  if saliency == TRANSALNET:
+    return "TranSalNet"
   return os.path.basename(saliency.rstrip("/"))
 
 
@@ -225,7 +248,8 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
             maps: Optional[Sequence[np.ndarray]] = None, index: Optional[Sequence[int]] = None,
             n_examples: int = 8, ais_run: Optional[str] = None, command: Any = None,
             save_overlays: bool = False, alpha: float = 0.75,
-            colormap: str = figures.HEAT_CMAP) -> dict:
+            colormap: str = figures.HEAT_CMAP, saliency_weights: str = "",
+            raw: Optional[np.ndarray] = None, progress=None) -> dict:
   """Compares AIS heatmaps with saliency maps and writes the files of the module docstring.
 
   Args:
@@ -244,6 +268,9 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
     command: the command line (recorded).
     save_overlays: also write ``overlays/<image>.png`` per image (image, heatmap overlay with a
       colorbar, AIS and saliency contours), with ``colormap`` and ``alpha``.
+    saliency_weights: TranSalNet weights (``saliency='transalnet'``).
+    raw: TranSalNet's raw output ``[n, 288, 384]`` when ``maps`` are given (written as
+      ``saliency_raw.npy``); computed here with the maps otherwise.
 
   Returns:
     The summary written to ``saliency_summary.json`` (its ``files`` are the other files written,
@@ -258,8 +285,13 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
   sizes = image_sizes(images)
   ais_maps = upsample_to_images(heatmaps, sizes)
   if maps is None:
-    maps = saliency_maps(images, names, saliency, fit=saliency_fit)
+    maps, raw = compute_saliency(images, names, saliency, fit=saliency_fit,
+                                 saliency_weights=saliency_weights, progress=progress)
   maps = list(maps)
+  paths = []
+  if raw is not None:
+    paths.append(os.path.join(out, "saliency_raw.npy"))
+    np.save(paths[-1], np.asarray(raw, np.float32))
 
   if len(set(sizes)) == 1:
     saliency_path = os.path.join(out, "saliency.npy")
@@ -277,7 +309,7 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
   means = {g: pr.mean([i for i, lab in enumerate(labels) if lab == g]) for g in groups}
   if len(groups) > 1:
     means["all images"] = pr.mean()
-  paths = [saliency_path, pr_path]
+  paths += [saliency_path, pr_path]
   paths += figures.pr_curves(means, pr.target_percentiles, pr.saliency_percentiles,
                              os.path.join(out, "pr_curves.png"),
                              title=f"saliency ({saliency_label(saliency)}) vs AIS heatmap targets")
@@ -307,7 +339,9 @@ def compare(images: Sequence[Any], heatmaps: Any, names: Sequence[str], labels: 
   summary = {
       "command": command, "ais_run": os.path.abspath(ais_run) if ais_run else None,
       "saliency": saliency,
-      "saliency_fit": saliency_fit if saliency != SPECTRAL_RESIDUAL else None,
+      "saliency_fit": saliency_fit if saliency not in (SPECTRAL_RESIDUAL, TRANSALNET) else None,
+      "saliency_weights": ((saliency_weights or DEFAULT_TRANSALNET_WEIGHTS)
+                           if saliency == TRANSALNET else None),
       "n_images": len(names), "datasets": groups,
       "precision_undefined": pr.n_undefined_precision, "recall_undefined": pr.n_undefined_recall,
       "rr_undefined": rr.undefined_counts(),
@@ -323,7 +357,8 @@ def run_saliency(ais_run: str, saliency: str, out: str, *, saliency_fit: str = "
                  images: Optional[str] = None, datasets: Optional[str] = None,
                  categories: Optional[str] = None, n_examples: int = 8, command: Any = None,
                  save_overlays: bool = False, alpha: float = 0.75,
-                 colormap: str = figures.HEAT_CMAP) -> dict:
+                 colormap: str = figures.HEAT_CMAP, saliency_weights: str = "",
+                 progress=None) -> dict:
   """:func:`compare` for one AIS run folder (``experiments.ais`` / ``experiments.run``).
 
   Args:
@@ -337,6 +372,7 @@ def run_saliency(ais_run: str, saliency: str, out: str, *, saliency_fit: str = "
     n_examples: images drawn in the contour figure (chosen by relative risk).
     command: the command line (recorded).
     save_overlays, alpha, colormap: per-image overlays (:func:`compare`).
+    saliency_weights, progress: TranSalNet weights and progress lines (:func:`compare`).
 
   Returns:
     :func:`compare`'s summary.
@@ -347,4 +383,5 @@ def run_saliency(ais_run: str, saliency: str, out: str, *, saliency_fit: str = "
   labels = dataset_labels(run, datasets, categories)
   return compare(imgs, np.asarray(run["heatmaps"]), names, labels, out, saliency=saliency,
                  saliency_fit=saliency_fit, n_examples=n_examples, ais_run=ais_run,
-                 command=command, save_overlays=save_overlays, alpha=alpha, colormap=colormap)
+                 command=command, save_overlays=save_overlays, alpha=alpha, colormap=colormap,
+                 saliency_weights=saliency_weights, progress=progress)
