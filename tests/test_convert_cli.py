@@ -223,7 +223,10 @@ def test_registry_hashes_and_urls_match_their_sources():
   assert registry.get("vgg16_ecoset").num_classes == 565
   assert {e.arch for e in registry.REGISTRY.values()} == {
       "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16", "vgg19",
-      "resnet50", "resnet152", "resnext50_32x4d", "alexnet", "squeezenet1_1"}
+      "resnet50", "resnet152", "resnext50_32x4d", "alexnet", "squeezenet1_1", "densenet161",
+      "inception_v3", "efficientnet_b3", "regnet_y_400mf", "transalnet_res"}
+  tsn = registry.get("transalnet_res")  # distributed by hand: no URL, provenance records sha256
+  assert tsn.url is None and tsn.sha256 is None and "--src" in tsn.notes
   from ais_jax import models
   assert {e.arch for e in registry.REGISTRY.values()} <= set(models.names())
   with pytest.raises(ValueError, match="unknown weights name 'nope'; known: alexnet_imagenet, barlowtwins"):
