@@ -29,6 +29,17 @@ def define_overlay_flags() -> None:
       module_name=_caller())
 
 
+def check_overlay_flags() -> None:
+  """Refuses an unknown --colormap before any work (a UserInputError naming the flag)."""
+  if not _common.FLAGS.save_overlays:
+    return
+  import matplotlib
+  from ais_jax.errors import UserInputError
+  if _common.FLAGS.colormap not in matplotlib.colormaps:
+    raise UserInputError("--colormap", f"unknown colormap {_common.FLAGS.colormap!r}; use a "
+                         "matplotlib name such as inferno, magma, viridis or turbo")
+
+
 def define_categories_flag() -> None:
   """--categories (a CSV ``name,category``; ``ais_jax.io.categories``)."""
   _common.define_path(

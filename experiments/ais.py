@@ -16,7 +16,9 @@ import sys
 
 import numpy as np
 
+from ais_jax.errors import UserInputError
 from experiments import _common
+from experiments import _report_flags
 
 FLAGS = _common.FLAGS
 _common.define_model_flags()
@@ -24,17 +26,21 @@ _common.define_cohort_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
 _common.define_cache_flags()
+_report_flags.define_overlay_flags()
+_report_flags.define_categories_flag()
 
 FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human",
               "human_labels", "human_key", "human_kind",
               "similarity", "comparison", "cohort_score", "precision", "batch_size",
-              "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out")
+              "memory_budget_gb", "save_feature_maps", "overwrite", "progress", "out",
+              "save_overlays", "colormap", "alpha", "categories")
 
 
 def main(argv):
   del argv
   from ais_jax import pipeline  # After flag parsing, so --help does not import JAX.
   _common.require("out", "images", "human")  # --weights: run_ais explains and lists names.
+  _report_flags.check_overlay_flags()
   run = pipeline.run_ais(
       arch=FLAGS.arch or None, weights=FLAGS.weights, images=FLAGS.images,
       image_list=FLAGS.image_list or None, tfds_data_dir=FLAGS.tfds_data_dir or None,
@@ -46,6 +52,7 @@ def main(argv):
       overwrite=FLAGS.overwrite, out=FLAGS.out, trunk_cache=_common.trunk_cache(),
       progress=_common.progress_printer(FLAGS.progress),
       flags=_common.flag_values(FLAG_NAMES), command=sys.argv)
+  extra = write_figures(run)
   s = run.summary
   n, k = run.per_image_ais.shape
   top = ", ".join(str(i) for i in s["results"]["cohort_ais_top10_maps"][:5])
@@ -56,7 +63,33 @@ def main(argv):
         f"{'undefined' if baseline is None else format(baseline, '.4f')}; undefined per-image AIS "
         f"{s['undefined']['per_image_ais']['count']}/{run.per_image_ais.size}, cohort "
         f"{s['undefined']['cohort_ais']['count']}/{k}; top cohort maps {top}; "
-        f"max |cohort AIS| {largest:.3g}")
+        f"max |cohort AIS| {largest:.3g}" + "".join(f"; {e}" for e in extra))
+
+
+def write_figures(run) -> list[str]:
+  """--categories: datasets.txt beside the run (experiments.saliency groups by it);
+  --save_overlays: overlays/<image>.png. Returns what was written, for the closing line."""
+  import os
+  written = []
+  if FLAGS.categories:
+    from ais_jax.io import categories as categories_io
+    labels = categories_io.load_categories(FLAGS.categories, run.image_names)
+    with open(os.path.join(run.out, "datasets.txt"), "w") as f:
+      f.write("".join(f"{g}\n" for g in labels))
+    written.append(f"categories of {len(labels)} images in datasets.txt")
+  if FLAGS.save_overlays:
+    from ais_jax.io import images as images_io
+    from ais_jax.report import figures
+    images, _ = images_io.load_images(FLAGS.images, image_list=FLAGS.image_list or None,
+                                      tfds_data_dir=FLAGS.tfds_data_dir or None)
+    try:
+      paths = figures.write_overlays(images, run.heatmaps, run.image_names,
+                                     os.path.join(run.out, "overlays"), alpha=FLAGS.alpha,
+                                     colormap=FLAGS.colormap)
+    except ValueError as e:
+      raise UserInputError("--colormap", str(e)) from None
+    written.append(f"{len(paths)} overlays in {os.path.join(run.out, 'overlays')}")
+  return written
 
 
 if __name__ == "__main__":

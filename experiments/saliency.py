@@ -49,6 +49,7 @@ _report_flags.define_categories_flag()
 def main(argv: Sequence[str]) -> None:
   del argv
   _common.require("ais_run")
+  _report_flags.check_overlay_flags()
   from ais_jax.errors import UserInputError  # After flag parsing, so --help does not import JAX.
   from ais_jax.report.saliency_report import run_saliency
   out = FLAGS.out or os.path.join(FLAGS.ais_run, "saliency")
