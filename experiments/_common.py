@@ -362,10 +362,13 @@ def _interrupted() -> None:
 
 def _on_sigint(signum, frame) -> None:
   """First Ctrl-C: KeyboardInterrupt in the main thread (the program unwinds and removes its
-  staging folders), and a watchdog ends the process after INTERRUPT_GRACE_S if the interrupt was
-  swallowed (a KeyboardInterrupt raised inside a garbage-collector callback is only printed).
-  Second Ctrl-C: ends the process at once (kill-safe: runs are swapped in whole)."""
+  staging folders; one raised inside a garbage-collector callback, where Python only prints it,
+  is delivered again by :func:`_unraisable`), and a watchdog that ends the process after
+  INTERRUPT_GRACE_S whatever happens. Second Ctrl-C: ends the process at once (kill-safe: runs
+  are swapped in whole, and the next run removes the staging folder)."""
   del signum, frame
+  if _interrupt.pop("redeliver", False):  # The first Ctrl-C again, after it was swallowed.
+    raise KeyboardInterrupt
   _interrupt["count"] += 1
   if _interrupt["count"] > 1 and not _interrupt["in_process"]:
     _interrupted()
@@ -378,6 +381,19 @@ def _on_sigint(signum, frame) -> None:
 
     threading.Thread(target=watchdog, daemon=True, name="ctrl-c-watchdog").start()
   raise KeyboardInterrupt
+
+
+def _unraisable(hook_args) -> None:
+  """A KeyboardInterrupt raised where Python can only print it (a garbage-collector callback,
+  e.g. JAX's) is delivered again, as a signal, to the code that runs next; other unraisable
+  exceptions go to the default hook."""
+  if issubclass(hook_args.exc_type, KeyboardInterrupt) and _interrupt["count"]:
+    import threading  # pylint: disable=g-import-not-at-top
+    _interrupt["redeliver"] = True
+    # From another thread: raised here, the handler would run inside this hook and be lost too.
+    threading.Thread(target=signal.raise_signal, args=(signal.SIGINT,), daemon=True).start()
+    return
+  sys.__unraisablehook__(hook_args)
 
 
 def _parse_flags(argv):
@@ -416,6 +432,7 @@ def run(main: Callable[[list], None], argv: list | None = None) -> None:
   _interrupt.update(count=0, in_process=argv is not None)
   previous_handler = signal.getsignal(signal.SIGINT)
   signal.signal(signal.SIGINT, _on_sigint)
+  sys.unraisablehook = _unraisable
 
   def wrapped(argv):
     warnings.showwarning = _show_warning
@@ -439,8 +456,10 @@ def run(main: Callable[[list], None], argv: list | None = None) -> None:
       if e.filename is None and e.errno is None:
         raise
       _fail(_os_error_message(e), debug=debug)
-    if _interrupt["count"]:  # A Ctrl-C that was swallowed on the way (see _on_sigint).
-      _interrupted()
+    if _interrupt["count"]:  # A Ctrl-C that came too late to stop the run.
+      print("interrupted (Ctrl-C) as the run finished: --out holds the new run",
+            file=sys.stderr, flush=True)
+      _exit(INTERRUPT_EXIT_CODE)
     _exit(0)
 
   try:
@@ -449,4 +468,5 @@ def run(main: Callable[[list], None], argv: list | None = None) -> None:
     _interrupted()
   finally:
     signal.signal(signal.SIGINT, previous_handler)
+    sys.unraisablehook = sys.__unraisablehook__
 
