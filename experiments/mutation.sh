@@ -10,6 +10,9 @@
 # the tests that reach the mutated function) and prints the killed/survived counts and every
 # survivor's diff to experiments/mutation_results/<module>.txt. BUILD.md gives the last counts,
 # the time each module takes and the survivors judged equivalent.
+# Workers fork from mutmut's fork server, which has only collected the tests: forking the main
+# process after the clean run (mutmut's default) deadlocks any test that runs JAX (XLA's threads),
+# and every such mutant would be reported as a timeout.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 shared="${AIS_JAX_SHARED:-$(dirname "$repo")/shared}"
@@ -22,7 +25,7 @@ declare -A TESTS=(
   [ablation]="tests/test_ais_engine.py"
   [selection]="tests/test_selection.py tests/test_stats.py"
   [stats]="tests/test_stats.py"
-  [saliency]="tests/test_saliency.py"
+  [saliency]="tests/test_saliency.py tests/test_saliency_mutants.py"
   [heatmaps]="tests/test_heatmaps.py"
   [aim2]="tests/test_aim2.py tests/test_undefined_rule.py"
   [validation]="tests/test_io.py tests/test_rsa.py"
@@ -44,6 +47,7 @@ source_paths = ["ais_jax/"]
 only_mutate = ["ais_jax/$module.py"]
 pytest_add_cli_args_test_selection = [$(printf '"%s", ' $tests)]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]
+process_isolation = "forkserver"
 EOF
   local start=$SECONDS
   AIS_JAX_SHARED="$shared" mutmut run --max-children "${MUTMUT_CHILDREN:-1}" >/dev/null 2>&1 || true
