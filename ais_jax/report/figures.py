@@ -179,18 +179,22 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], o
   per_group = {g: [i for i in index if groups[i] == g] for g in group_order}
   ncols = max(len(v) for v in per_group.values())
   rows_per = 2 if show_image else 1
-  nrows = rows_per * len(group_order)
+  # Two examples or fewer per group: image and overlay side by side, one row per group (a tall
+  # two-column strip otherwise); more: the overlay row under the image row.
+  side_by_side = show_image and ncols <= 2
+  nrows = len(group_order) if side_by_side else rows_per * len(group_order)
   several = len(group_order) > 1
   # A fixed grid (no constrained layout: laying out a hundred image axes costs more than drawing
   # them): margins in inches converted to figure fractions.
-  fig, grid = grid_figure(nrows, ncols, cell=(2.1, 2.45), left=1.25, right=0.9,
-                          top=0.5 + (0.35 if title else 0.0), bottom=0.1)
+  fig, grid = grid_figure(nrows, ncols * (2 if side_by_side else 1), cell=(2.1, 2.45),
+                          left=1.25, right=0.9, top=0.5 + (0.35 if title else 0.0), bottom=0.1)
   shown = {}
   overlay_axes = []
   for gi, g in enumerate(group_order):
     for ci in range(ncols):
       for r in range(rows_per):
-        ax = fig.add_subplot(grid[gi * rows_per + r, ci])
+        cell = (gi, 2 * ci + r) if side_by_side else (gi * rows_per + r, ci)
+        ax = fig.add_subplot(grid[cell])
         ax.set_xticks([])
         ax.set_yticks([])
         if ci >= len(per_group[g]):
@@ -211,7 +215,11 @@ def heatmap_grid(images: Sequence[np.ndarray], heatmaps: Sequence[np.ndarray], o
         if r == 0:
           extra = f"\n{labels[i]}" if i in labels else ""
           ax.set_title(short_name(names[i]) + extra, fontsize=9)
-        if ci == 0:
+        elif side_by_side:
+          ax.set_title(heat_label, fontsize=9)
+        if side_by_side and ci == 0 and r == 0:
+          ax.set_ylabel(g, fontsize=9)
+        elif not side_by_side and ci == 0:
           row_name = "image" if is_image_row else heat_label
           ax.set_ylabel(f"{g}\n{row_name}" if several else row_name, fontsize=9)
   if overlay_axes:
