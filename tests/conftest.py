@@ -15,10 +15,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 def pytest_configure(config):
   """Runs in tests (and the command lines they start) read and write a private activation cache
   (ais_jax.io.activation_cache), never the user's: a hit there would skip the trunk that a test
-  means to run. Removed when the session ends."""
+  means to run. The folder is named by this process id, created only when an entry is written,
+  emptied first (a killed session with the same id may have left it) and removed at the end."""
+  import shutil
   import tempfile
-  config._ais_jax_activations = tempfile.mkdtemp(prefix="ais_jax_test_activations-")
-  os.environ["AIS_JAX_ACTIVATIONS"] = config._ais_jax_activations
+  root = os.path.join(tempfile.gettempdir(), f"ais_jax_test_activations-{os.getpid()}")
+  shutil.rmtree(root, ignore_errors=True)
+  config._ais_jax_activations = root
+  os.environ["AIS_JAX_ACTIVATIONS"] = root
 
 
 def pytest_unconfigure(config):
