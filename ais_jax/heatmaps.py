@@ -143,6 +143,8 @@ def upsample(maps: Any, size: Sequence[int]) -> jax.Array:
 def normalise(heatmap: Any) -> np.ndarray:
   """Min-max scaling of one map to [0, 1] (a constant map gives zeros), float64 numpy."""
   x = np.asarray(heatmap, np.float64)
+  if np.isnan(x).all():     # nothing defined (np.nanmin would warn)
+    return np.zeros_like(x)
   lo, hi = np.nanmin(x), np.nanmax(x)
   if not np.isfinite(hi - lo) or hi - lo <= 0:
     return np.zeros_like(x)

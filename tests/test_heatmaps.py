@@ -133,3 +133,123 @@ def test_heatmap_grid_writes_png_and_numbers(tmp_path):
   assert [m["name"] for m in meta["images"]] == list("abcde")
   saved = np.load(tmp_path / "grid.npz")
   np.testing.assert_allclose(saved["heatmap_2"], np.asarray(hm.upsample(heat[2:3], (16, 16))[0]))
+
+
+# ---- details that mutation testing (experiments/mutation.sh heatmaps) showed unchecked ----------
+
+
+def _heatmaps_loop(maps, weights):
+  """sum_k w_k F_k / sum_k w_k per image, as a float64 python loop over maps (0 if sum is 0)."""
+  maps = np.asarray(maps, np.float64)
+  out = np.zeros(maps.shape[:3])
+  for i in range(maps.shape[0]):
+    total = float(sum(weights[i]))
+    for k in range(maps.shape[-1]):
+      if total > 0:
+        out[i] += weights[i][k] / total * maps[i, :, :, k]
+  return out
+
+
+def test_weighted_heatmaps_against_loop():
+  rng = np.random.default_rng(30)
+  maps = rng.random((3, 4, 5, 6)).astype(np.float32)
+  per_image = rng.random((3, 6)) * (rng.random((3, 6)) < 0.6)
+  per_image[1] = 0.0                                         # all-zero row -> zero map
+  got = hm.weighted_heatmaps(maps, per_image)
+  assert got.dtype == jnp.float32 and got.shape == (3, 4, 5)
+  np.testing.assert_allclose(np.asarray(got), _heatmaps_loop(maps, per_image), rtol=2e-6, atol=1e-7)
+  shared = np.array([0.5, 0.0, 2.0, 1.5, 0.0, 1e-3])        # [K]: the same weights for every image
+  np.testing.assert_allclose(np.asarray(hm.weighted_heatmaps(maps, shared)),
+                             _heatmaps_loop(maps, [shared] * 3), rtol=2e-6, atol=1e-7)
+  with float64_scope():
+    got64 = hm.weighted_heatmaps(maps.astype(np.float64), per_image, dtype=jnp.float64)
+  assert got64.dtype == jnp.float64
+  np.testing.assert_allclose(np.asarray(got64), _heatmaps_loop(maps, per_image), rtol=1e-12)
+
+
+@pytest.mark.parametrize("weights,match", [
+    (np.ones(5), r"weights must be \[K\] = \[6\] or \[n, K\] = \(3, 6\); got \(5,\)"),
+    (np.ones((2, 6)), r"weights must be .*; got \(2, 6\)"),
+    (np.ones((3, 6, 1)), r"got \(3, 6, 1\)"),
+    (np.array([1.0, np.nan, 1, 1, 1, 1]), "weights must be finite and nonnegative"),
+    (np.array([1.0, np.inf, 1, 1, 1, 1]), "weights must be finite and nonnegative"),
+    (np.array([1.0, -1e-300, 1, 1, 1, 1]), "weights must be finite and nonnegative"),
+])
+def test_weighted_heatmaps_refuses(weights, match):
+  with pytest.raises(ValueError, match=match):
+    hm.weighted_heatmaps(np.ones((3, 2, 2, 6), np.float32), weights)
+
+
+def test_map_shape_errors():
+  maps = np.ones((2, 3, 3), np.float32)
+  for fn, args in ((hm.heatmaps, (np.ones((2, 3)),)), (hm.weighted_heatmaps, (np.ones(3),)),
+                   (hm.mean_activation_maps, ())):
+    with pytest.raises(ValueError, match=r"maps must be \[n, h, w, K\]; got shape \(2, 3, 3\)"):
+      fn(maps, *args)
+  with pytest.raises(ValueError, match=r"per_image_ais must be \[n, K\] = \(2, 4\) to match maps "
+                                       r"\(2, 3, 3, 4\); got \(4,\)"):
+    hm.heatmaps(np.ones((2, 3, 3, 4)), np.ones(4))
+  with pytest.raises(ValueError, match=r"size must be \(H, W\) with positive entries; got \(0, 4\)"):
+    hm.upsample(maps, (0, 4))
+  with pytest.raises(ValueError, match=r"size must be \(H, W\) with positive entries; got \(3, 4, 1\)"):
+    hm.upsample(maps, (3, 4, 1))
+  with pytest.raises(ValueError, match=r"maps must be \[n, h, w\]; got shape \(3, 3\)"):
+    hm.upsample(maps[0], (6, 6))
+
+
+def test_ais_weights_one_image_integers_and_infinities():
+  np.testing.assert_allclose(np.asarray(hm.ais_weights(np.array([0.1, -0.5, 0.3]))), [0.25, 0, 0.75],
+                             rtol=1e-6)                        # [K]: one image
+  with float64_scope():
+    w = hm.ais_weights(np.array([[1, 3, -2], [0, 0, 0]]))     # integers become float32
+    assert w.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(w), [[0.25, 0.75, 0], [0, 0, 0]])
+  w = np.asarray(hm.ais_weights(np.array([[np.inf, 1.0, 3.0], [-np.inf, 2.0, 2.0]])))
+  np.testing.assert_array_equal(w, [[0, 0.25, 0.75], [0, 0.5, 0.5]])   # non-finite weighs 0
+  np.testing.assert_allclose(np.asarray(hm.mean_activation_maps(np.arange(8).reshape(1, 2, 1, 4))),
+                             [[[1.5], [5.5]]])               # integer maps, mean over K
+
+
+def test_upsample_shrink_antialiased_like_pil_and_one_pixel():
+  from PIL import Image
+  x = np.random.default_rng(31).random((1, 12, 16)).astype(np.float32)
+  got = np.asarray(hm.upsample(x, (5, 7))[0])
+  ref = np.asarray(Image.fromarray(x[0]).resize((7, 5), Image.BILINEAR), np.float32)
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+  one_row = np.asarray(Image.fromarray(x[0]).resize((16, 1), Image.BILINEAR), np.float32)
+  np.testing.assert_allclose(np.asarray(hm.upsample(x, (1, 16))[0]), one_row, atol=1e-5)
+  ints = hm.upsample(np.arange(4).reshape(1, 2, 2), (2, 2))   # identity, integers -> float32
+  assert ints.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(ints), [[[0, 1], [2, 3]]])
+
+
+def test_normalise_constant_nan_and_scale():
+  np.testing.assert_array_equal(hm.normalise(np.full((2, 3), 0.7)), np.zeros((2, 3)))
+  np.testing.assert_array_equal(hm.normalise(np.full((2, 2), np.nan)), np.zeros((2, 2)))
+  x = np.array([[2.0, np.nan], [4.0, 3.0]])
+  np.testing.assert_array_equal(hm.normalise(x), [[0.0, 0.0], [1.0, 0.5]])   # NaN shows as 0
+  np.testing.assert_array_equal(hm.normalise(np.array([[-1.0, np.inf]])), [[0.0, 0.0]])
+  y = hm.normalise(np.array([[-3.0, 1.0, -1.0]], np.float32))
+  assert y.dtype == np.float64
+  np.testing.assert_array_equal(y, [[0.0, 1.0, 0.5]])
+
+
+def test_overlay_flat_alpha_cmap_and_errors():
+  import matplotlib
+  image = np.zeros((2, 2, 3), np.uint8)
+  image[0, 0] = 255
+  heat = np.array([[0.0, 1.0], [0.5, 0.25]])                   # same size: no resampling
+  out = hm.overlay(image, heat, alpha=0.4, cmap="gray", value_alpha=False)
+  colour = matplotlib.colormaps["gray"](heat)[..., :3]
+  want = np.clip(np.round((0.6 * image / 255 + 0.4 * colour) * 255), 0, 255)
+  np.testing.assert_array_equal(out, want)
+  out = hm.overlay(image, heat, alpha=1.0, cmap="viridis")      # opacity = heat
+  a = heat[..., None]
+  want = np.round(((1 - a) * image / 255 + a * matplotlib.colormaps["viridis"](heat)[..., :3]) * 255)
+  np.testing.assert_array_equal(out, want)
+  with pytest.raises(ValueError, match=r"image must be uint8 \[H, W, 3\]; got float64 \(2, 2, 3\)"):
+    hm.overlay(image / 255.0, heat)
+  with pytest.raises(ValueError, match="image must be uint8"):
+    hm.overlay(image[..., :2], heat)
+  with pytest.raises(ValueError, match=r"heatmap must be \[h, w\]; got shape \(1, 2, 2\)"):
+    hm.overlay(image, heat[None])
