@@ -38,14 +38,14 @@ MAP_SUFFIXES = (".npy", ".png", ".jpg", ".jpeg")
 # Reason codes of relative_risk (0 = defined).
 RR_OK = 0
 RR_EMPTY_SAL = 1        # no pixel above the saliency threshold (e.g. a constant saliency map)
-RR_EMPTY_NOT_SAL = 2    # every pixel is salient (cannot happen with '>' unless the map is empty)
+RR_EMPTY_NOT_SAL = 2    # every pixel salient: never happens (the minimum is above no percentile)
 RR_ZERO_BASE_RISK = 3   # P(CR | not Sal) = 0: no target pixel outside the salient set
 RR_REASONS = {RR_OK: "defined", RR_EMPTY_SAL: "empty_salient_set",
               RR_EMPTY_NOT_SAL: "empty_non_salient_set", RR_ZERO_BASE_RISK: "zero_risk_outside_salient"}
 
 
 def _as_map_list(maps: Any, what: str) -> list[np.ndarray]:
-  if isinstance(maps, np.ndarray) or hasattr(maps, "shape"):
+  if hasattr(maps, "shape"):   # numpy, jax, ... arrays
     arr = np.asarray(maps)
     if arr.ndim == 2:
       return [arr.astype(np.float64)]
@@ -193,8 +193,9 @@ def relative_risk(ais_maps: Any, saliency_maps: Any, *, top: Sequence[float] = R
   """``RR = P(CR | Sal) / P(CR | not Sal)`` per image and level.
 
   CR = ``ais > percentile(ais, 100 - p)`` (the top p% AIS pixels), Sal = ``sal >
-  percentile(sal, 100 - p)``. Undefined (NaN, with a reason code): empty Sal, empty not-Sal, or
-  ``P(CR | not Sal) = 0``. ``P(CR | Sal) = 0`` with a positive base risk gives RR = 0 (defined).
+  percentile(sal, 100 - p)``. Undefined (NaN, with a reason code): empty Sal or
+  ``P(CR | not Sal) = 0`` (not-Sal is never empty: it holds at least the minimum pixel).
+  ``P(CR | Sal) = 0`` with a positive base risk gives RR = 0 (defined).
   """
   a_list, s_list = _paired(ais_maps, saliency_maps)
   levels = np.asarray(top, np.float64)
@@ -213,14 +214,12 @@ def relative_risk(ais_maps: Any, saliency_maps: Any, *, top: Sequence[float] = R
     cr_sal = (cr & sal).sum(axis=1)
     cr_not = (cr & ~sal).sum(axis=1)
     for j in range(levels.size):
+      # n_not >= 1: the minimum pixel is never above a percentile of its map.
+      p_not[i, j] = cr_not[j] / n_not[j]
       if n_sal[j] > 0:
         p_sal[i, j] = cr_sal[j] / n_sal[j]
-      if n_not[j] > 0:
-        p_not[i, j] = cr_not[j] / n_not[j]
       if n_sal[j] == 0:
         reason[i, j] = RR_EMPTY_SAL
-      elif n_not[j] == 0:
-        reason[i, j] = RR_EMPTY_NOT_SAL
       elif cr_not[j] == 0:
         reason[i, j] = RR_ZERO_BASE_RISK
       else:
@@ -406,7 +405,7 @@ def fit_to_image(saliency_map: Any, size: Sequence[int], *, fit: str = "resize")
     raise ValueError(f"saliency map must be [h, w]; got shape {x.shape}")
   height, width = int(size[0]), int(size[1])
   h, w = x.shape
-  if fit == "resize" or h * width == w * height:
+  if fit == "resize":
     return np.asarray(heatmaps_lib.upsample(x[None], (height, width))[0], np.float64)
   scale = max(height / h, width / w)
   cover_h, cover_w = max(height, int(round(h * scale))), max(width, int(round(w * scale)))

@@ -253,3 +253,19 @@ def test_overlay_flat_alpha_cmap_and_errors():
     hm.overlay(image[..., :2], heat)
   with pytest.raises(ValueError, match=r"heatmap must be \[h, w\]; got shape \(1, 2, 2\)"):
     hm.overlay(image, heat[None])
+
+
+def test_overlay_defaults_and_same_size_heat_kept_in_float64():
+  import matplotlib
+  rng = np.random.default_rng(32)
+  image = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+  heat = rng.random((3, 4))
+  value = (heat - heat.min()) / (heat.max() - heat.min())
+  a = 0.5 * value[..., None]                                    # defaults: alpha 0.5, opacity = heat
+  want = np.round(((1 - a) * image / 255 + a * matplotlib.colormaps["jet"](value)[..., :3]) * 255)
+  np.testing.assert_array_equal(hm.overlay(image, heat), want)
+  # A same-size heatmap is used as given (float64), not resampled in float32: 1/256 - 1e-12 falls
+  # in the gray colormap's first bin (0), its float32 rounding 1/256 in the second (1/255).
+  edge = np.array([[0.0, 1.0, 0.5, 1 / 256 - 1e-12]] * 3)
+  out = hm.overlay(np.zeros((3, 4, 3), np.uint8), edge, alpha=1.0, cmap="gray", value_alpha=False)
+  np.testing.assert_array_equal(out[:, 3], 0)

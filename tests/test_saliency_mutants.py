@@ -86,6 +86,8 @@ def test_rr_table_hand_built_result():
   assert allr["mean"] == pytest.approx(8 / 3) and allr["sd"] == pytest.approx(math.sqrt(7 / 3))
   assert (allr["n"], allr["n_undefined"]) == (3, 1)
   assert by[("all images", 10.0)]["undefined_reasons"] == "empty_salient_set=2"
+  numbered = sal.rr_table(res, [1, 1, 2, 2])                   # labels are written as text
+  assert [r["dataset"] for r in numbered[::2]] == ["1", "2", "all images"]
   mixed = sal.rr_table(_result([[nan], [nan], [nan]], [[3], [1], [1]], top=(15,)))
   assert mixed == [{"dataset": "all", "top": 15.0, "mean": mixed[0]["mean"], "sd": mixed[0]["sd"],
                     "n": 0, "n_undefined": 3,
@@ -123,6 +125,9 @@ def test_relative_risk_conditional_probabilities_by_hand():
   assert res.p_cr_sal[0, 0] == 0.5                       # (0,0) of {(0,0), (1,4)}
   assert res.p_cr_not_sal[0, 0] == 1 / 8                 # (0,1) of the other 8
   assert res.rr[0, 0] == 4.0 and res.reason[0, 0] == sal.RR_OK
+  assert res.reason.dtype.kind == "i"
+  flat = sal.relative_risk(a, np.full_like(s, 3.0), top=(20,))          # nothing salient
+  assert np.isnan(flat.p_cr_sal[0, 0]) and flat.p_cr_not_sal[0, 0] == 0.2
 
 
 def test_precision_recall_mean_hand_built():
@@ -153,9 +158,18 @@ def test_precision_recall_hand_worked_and_inputs():
     np.testing.assert_allclose(res.precision[0], [[0.5, 2 / 3], [1.0, 1.0]], rtol=1e-15)
     np.testing.assert_allclose(res.recall[0], [[0.5, 1.0], [2 / 3, 1.0]], rtol=1e-15)
     assert res.n_undefined_precision == 0 and res.n_undefined_recall == 0
+  np.testing.assert_array_equal(res.target_percentiles, [50, 0])
+  np.testing.assert_array_equal(res.saliency_percentiles, [50, 0])
   res = sal.precision_recall(a, s, target_percentiles=(100,), saliency_percentiles=(100, 50))
   assert np.isnan(res.precision[0, 0, 0]) and np.isnan(res.recall[0]).all()   # nothing above the max
   assert (res.n_undefined_precision, res.n_undefined_recall) == (1, 2)
+  one = sal.precision_recall(a, s, target_percentiles=(75,), saliency_percentiles=(75,))
+  assert one.precision[0, 0, 0] == 1.0 and one.recall[0, 0, 0] == 1.0     # a single pixel each
+  # Thresholds are float64 even for float32 maps: the 75th percentile of [1, 1 + 2^-23] is
+  # 1 + 0.75 * 2^-23, which float32 would round up to 1 + 2^-23 (then nothing is above it).
+  x32 = np.array([[1.0, 1.0 + 2.0 ** -23]], np.float32)
+  res32 = sal.precision_recall([x32], [x32], target_percentiles=(75,), saliency_percentiles=(75,))
+  assert res32.precision[0, 0, 0] == 1.0
 
 
 @pytest.mark.parametrize("bad_a,bad_s,match", [
@@ -233,6 +247,9 @@ def test_fit_to_image_colour_tall_and_errors():
   # crop, map taller than the image: 8 x 6 onto 9 x 9 -> scale 1.5 -> 12 x 9, rows 1..10.
   np.testing.assert_allclose(sal.fit_to_image(gray, (9, 9), fit="crop"),
                              _torch_resize(gray, (12, 9))[1:10], atol=2e-6)
+  tall = rng.random((10, 4)).astype(np.float32)     # 10 x 4 onto 6 x 6 -> 15 x 6, rows 4..9
+  np.testing.assert_allclose(sal.fit_to_image(tall, (6, 6), fit="crop"),
+                             _torch_resize(tall, (15, 6))[4:10], atol=2e-6)
   # crop, map wider: 6 x 8 onto 5 x 3 -> scale 0.833 -> 5 x 7 (antialiased shrink), columns 2..4.
   wide = gray.T.copy()
   got = sal.fit_to_image(wide, (5, 3), fit="crop")
@@ -257,15 +274,21 @@ def test_load_saliency_formats_and_errors(tmp_path):
   Image.fromarray(rgb).save(folder / "b.png")
   pal = Image.fromarray(rgb).convert("P")                            # palette image -> gray
   pal.save(folder / "c.png")
+  rgba = np.concatenate([rgb, np.full((6, 5, 1), 9, np.uint8)], -1)
+  Image.fromarray(rgba).save(folder / "e.png")
   with open(folder / "d.NPY", "wb") as f:                           # np.save(path) would add .npy
     np.save(f, m16.astype(np.float32) / 7)
   (folder / "notes.txt").write_text("not a map")
-  got = sal.load_saliency(str(folder), ["a.jpg", "b", "c.jpeg", "d.png"], [(6, 5, 3)] * 4)
+  got = sal.load_saliency(str(folder), ["a.jpg", "b", "c.jpeg", "d.png", "e"], [(6, 5, 3)] * 5)
   np.testing.assert_array_equal(got[0], m16)
   luma = rgb.astype(np.float64) @ [0.299, 0.587, 0.114]
   np.testing.assert_allclose(got[1], luma, atol=1e-3)
   np.testing.assert_allclose(got[2], np.asarray(pal.convert("L"), np.float64))
   np.testing.assert_allclose(got[3], m16 / np.float32(7), rtol=1e-6)
+  np.testing.assert_allclose(got[4], luma, atol=1e-3)                # alpha ignored, no rounding
+  with pytest.raises(FileNotFoundError, match=r"no map for 6 image\(s\), e.g. \['m0', 'm1', 'm2', "
+                                              r"'m3', 'm4'\]; maps"):
+    sal.load_saliency(str(folder), [f"m{i}" for i in range(6)], [(6, 5)] * 6)
   stack = np.stack([m16, m16]).astype(np.float32)
   with open(tmp_path / "ALL.NPY", "wb") as f:
     np.save(f, stack)
@@ -279,8 +302,10 @@ def test_load_saliency_formats_and_errors(tmp_path):
     sal.load_saliency(str(folder), ["a"], [(6, 5)])
   with pytest.raises(ValueError, match="2 image names but 1 image sizes"):
     sal.load_saliency(str(tmp_path / "ALL.NPY"), ["x", "y"], [(6, 5)])
-  with pytest.raises(ValueError, match=r"must hold \[n, H, W\] with n = 2 images; got shape \(6, 5\)"):
-    np.save(tmp_path / "one.npy", m16)
+  with pytest.raises(ValueError, match=r"must hold \[n, H, W\] with n = 2 images; got shape \(2, 5\)"):
+    np.save(tmp_path / "one.npy", m16[:2])
     sal.load_saliency(str(tmp_path / "one.npy"), ["x", "y"], [(6, 5)] * 2)
-  with pytest.raises(FileNotFoundError, match="neither a .npy file nor a folder"):
-    sal.load_saliency(str(tmp_path / "missing.npy"), ["x"], [(6, 5)])
+  (tmp_path / "maps.txt").write_text("1 2 3")
+  for path in ("missing.npy", "maps.txt"):
+    with pytest.raises(FileNotFoundError, match="neither a .npy file nor a folder"):
+      sal.load_saliency(str(tmp_path / path), ["x"], [(6, 5)])
