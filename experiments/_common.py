@@ -390,8 +390,14 @@ def _unraisable(hook_args) -> None:
   if issubclass(hook_args.exc_type, KeyboardInterrupt) and _interrupt["count"]:
     import threading  # pylint: disable=g-import-not-at-top
     _interrupt["redeliver"] = True
-    # From another thread: raised here, the handler would run inside this hook and be lost too.
-    threading.Thread(target=signal.raise_signal, args=(signal.SIGINT,), daemon=True).start()
+
+    def redeliver():
+      # After this hook has returned: raised before, the handler would run inside the hook (or
+      # inside Thread.start, still in the hook) and be lost again.
+      time.sleep(0.1)
+      signal.raise_signal(signal.SIGINT)
+
+    threading.Thread(target=redeliver, daemon=True).start()
     return
   sys.__unraisablehook__(hook_args)
 
