@@ -289,18 +289,25 @@ def test_long_messages_are_elided_in_the_middle():
 
 
 @pytest.mark.parametrize("case", ["out_is_file", "out_under_file", "out_unwritable",
-                                  "out_not_empty"])
+                                  "out_not_empty", "overwrite_a_folder_that_is_not_a_run"])
 def test_ais_command_bad_out(env, case):
   root = env["root"]
   (root / "a_file").write_text("x")
+  (root / "my_notes").mkdir(exist_ok=True)
+  (root / "my_notes" / "notes.txt").write_text("mine")
   out = {"out_is_file": root / "a_file", "out_under_file": root / "a_file" / "run",
-         "out_unwritable": "/proc/ais_jax_run", "out_not_empty": env["prev"]}[case]
-  code, _, err = run_main("ais", *env["base"], f"--out={out}")
+         "out_unwritable": "/proc/ais_jax_run", "out_not_empty": env["prev"],
+         "overwrite_a_folder_that_is_not_a_run": root / "my_notes"}[case]
+  extra = ["--overwrite"] if case == "overwrite_a_folder_that_is_not_a_run" else []
+  code, _, err = run_main("ais", *env["base"], f"--out={out}", *extra)
   assert_one_error_line(code, err, {"out_not_empty": "--overwrite", "out_unwritable": "/proc",
                                     "out_is_file": "not a folder",
-                                    "out_under_file": "not a folder"}[case])
+                                    "out_under_file": "not a folder",
+                                    "overwrite_a_folder_that_is_not_a_run": "no ais_jax output"
+                                    }[case])
   assert snapshot(env["prev"]) == env["prev_files"]
   assert (root / "a_file").read_text() == "x"
+  assert os.listdir(root / "my_notes") == ["notes.txt"]
 
 
 def test_stated_kind_that_contradicts_the_diagonal_runs_with_a_warning(env, tmp_path):

@@ -37,6 +37,10 @@ IMAGES_FILE = "images.txt"
 # Files an AIS run may write (a replaced run is swapped out whole, so an old feature_maps.npy is
 # never mistaken for the new run's).
 KNOWN_ARRAYS = ("per_image_ais", "cohort_ais", "embeddings", "heatmaps", "feature_maps")
+# A non-empty folder is replaced (--overwrite) only if it holds one of these ais_jax outputs: run
+# folders and reports (summary.json), checkpoints (provenance.json), selection runs (cv.json),
+# sweep cells (cell.json). Anything else (a home folder, a typo'd --out=.) is refused.
+REPLACEABLE_MARKERS = (SUMMARY_FILE, "provenance.json", "cv.json", "cell.json")
 
 
 def sha256_file(path: str, *, chunk: int = 1 << 20) -> str:
@@ -51,7 +55,8 @@ def sha256_file(path: str, *, chunk: int = 1 << 20) -> str:
 def check_out_dir(out_dir: str, *, overwrite: bool = False, input_name: str = "--out") -> None:
   """Refuses (UserInputError) an out folder that cannot become the run's folder.
 
-  Refused: an empty name, a path that is a file, a non-empty folder without ``overwrite``, and a
+  Refused: an empty name, a path that is a file, a non-empty folder without ``overwrite`` or
+  (even with it) holding none of :data:`REPLACEABLE_MARKERS` (not an ais_jax output), and a
   folder whose parent cannot be created or written (the swap of :func:`staged_dir` needs to create
   a sibling folder there; tested by creating and removing a probe folder). Nothing is left
   behind. Call it before any expensive work so a run is not
@@ -68,6 +73,11 @@ def check_out_dir(out_dir: str, *, overwrite: bool = False, input_name: str = "-
   if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
     raise UserInputError(out_dir, "output folder exists and is not empty; choose another "
                          f"{input_name} or pass --overwrite to replace the run in it")
+  if (os.path.isdir(out_dir) and os.listdir(out_dir) and
+      not any(os.path.exists(os.path.join(out_dir, m)) for m in REPLACEABLE_MARKERS)):
+    raise UserInputError(out_dir, f"is not empty and holds no ais_jax output (none of "
+                         f"{', '.join(REPLACEABLE_MARKERS)}); --overwrite replaces a whole run "
+                         f"folder, so choose an empty or new {input_name}")
   # The nearest existing ancestor of the parent must be a writable folder.
   parent = os.path.dirname(os.path.abspath(out_dir))
   probe = parent
