@@ -112,12 +112,38 @@ def tie_bounds(x):
 # Undefined-value rule and masked moments
 
 
+def pairwise_sum(x, block: int = 32):
+  """Sum over the last axis in a tree of ``block``-wide partial sums (rounding error grows with
+  ``log(L)``, not ``L``): ``[..., L] -> [...]``. Used by the float32 forms."""
+  while x.shape[-1] > block:
+    length = x.shape[-1]
+    pad = -length % block
+    if pad:
+      x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad)])
+    x = jnp.sum(x.reshape(x.shape[:-1] + ((length + pad) // block, block)), axis=-1)
+  return jnp.sum(x, axis=-1)
+
+
+def _sum_last(x, keepdims: bool = False):
+  """Sum over the last axis: plain in float64, pairwise in float32 (the compensated form)."""
+  if x.dtype == jnp.float64:
+    return jnp.sum(x, axis=-1, keepdims=keepdims)
+  total = pairwise_sum(x)
+  return total[..., None] if keepdims else total
+
+
 def _masked_centre(x, m, n):
   """Two-pass centring over the mask: mean, then a correction from the residuals."""
-  mean = jnp.sum(jnp.where(m, x, 0), axis=-1, keepdims=True) / n
+  mean = _sum_last(jnp.where(m, x, 0), keepdims=True) / n
   dev = jnp.where(m, x - mean, 0)
-  dev = jnp.where(m, dev - jnp.sum(dev, axis=-1, keepdims=True) / n, 0)
+  dev = jnp.where(m, dev - _sum_last(dev, keepdims=True) / n, 0)
   return dev
+
+
+def centre(x):
+  """Two-pass centring along the last axis (every entry): ``[..., L] -> [..., L]``."""
+  return _masked_centre(x, jnp.ones(x.shape, bool),
+                        jnp.full(x.shape[:-1] + (1,), x.shape[-1], x.dtype))
 
 
 def _is_constant(x, m, n):
@@ -204,6 +230,58 @@ def correlation(x, y, mask=None, *, kind: str = "pearson", axis: int = -1, dtype
   return _pearson_last(x, y, m)
 
 
+def correlation_change(x, dx, y, mask=None, *, kind: str = "pearson"):
+  """``(r(x, y), r(x + dx, y) - r(x, y))`` along the last axis over ``mask``, the change computed
+  from ``dx`` itself (never as the difference of two rounded correlations): the compensated form
+  of an ablation's effect on an agreement, accurate to rounding relative to the change.
+
+  With centred ``x, dx, y`` over the mask, ``A = |x|^2``, ``dA = 2 x.dx + |dx|^2``,
+  ``C = x.y``: ``r' - r = (dx.y / sqrt(A + dA) - C dA / (sqrt(A) sqrt(A + dA) (sqrt(A) +
+  sqrt(A + dA)))) / |y|``. Spearman: ``x``, ``x + dx`` and ``y`` are ranked over the mask and
+  ``dx`` becomes the (exact) change of ranks. Undefined values as :func:`correlation` (a
+  constant ``x``, ``x + dx`` or ``y``, fewer than 2 entries, NaN inside the mask).
+
+  Args:
+    x, dx, y: arrays broadcastable to one shape ``[..., L]``; mask likewise (None: all).
+    kind: 'pearson' | 'spearman'.
+
+  Returns:
+    ``(r [...], change [...])`` in the inputs' dtype. A traceable kernel (no float64 scope).
+  """
+  _check_kind(kind, COMPARISONS, "kind")
+  shape = jnp.broadcast_shapes(x.shape, dx.shape, y.shape)
+  x, dx, y = (jnp.broadcast_to(v, shape) for v in (x, dx, y))
+  m = jnp.broadcast_to(jnp.ones((), bool) if mask is None else jnp.asarray(mask, bool), shape)
+  count = jnp.sum(m, axis=-1, keepdims=True).astype(x.dtype)
+  safe = jnp.maximum(count, 1)
+  x1 = x + dx
+  undefined = (_is_constant(x, m, safe) | _is_constant(x1, m, safe) | _is_constant(y, m, safe)
+               | (count[..., 0] < 2))
+  if kind == "spearman":
+    undefined = undefined | jnp.any(m & (jnp.isnan(x) | jnp.isnan(x1) | jnp.isnan(y)), axis=-1)
+    rx = _ranks_over_mask(x, m)
+    x, dx, y = rx, _ranks_over_mask(x1, m) - rx, _ranks_over_mask(y, m)
+  xc, dxc, yc = (_masked_centre(v, m, safe) for v in (x, dx, y))
+  a = _sum_last(xc * xc)
+  da = _sum_last(dxc * (2 * xc + dxc))
+  b = _sum_last(yc * yc)
+  c = _sum_last(xc * yc)
+  dc = _sum_last(dxc * yc)
+  sa, sa1, sb = jnp.sqrt(a), jnp.sqrt(a + da), jnp.sqrt(b)
+  r = c / (sa * sb)
+  change = (dc / sa1 - c * da / (sa * sa1 * (sa + sa1))) / sb
+  return jnp.where(undefined, jnp.nan, r), jnp.where(undefined, jnp.nan, change)
+
+
+def similarity_change(dot, ddot, a, da, b, db):
+  """Change of ``s = dot / sqrt(a b)`` when ``dot, a, b`` change by ``ddot, da, db``, from the
+  changes themselves: ``ddot / sqrt(a' b') - dot (a db + da b + da db) / (sqrt(a b) sqrt(a' b')
+  (sqrt(a b) + sqrt(a' b')))`` with ``a' = a + da``, ``b' = b + db`` (all broadcast)."""
+  r = jnp.sqrt(a * b)
+  r1 = jnp.sqrt((a + da) * (b + db))
+  return ddot / r1 - dot * (a * db + da * b + da * db) / (r * r1 * (r + r1))
+
+
 # ----------------------------------------------------------------------------------------------
 # Similarity matrices of embeddings
 
@@ -213,7 +291,7 @@ def _unit_rows(v):
   return v / jnp.where(norm > 0, norm, 1)
 
 
-def _undefined_rows(e, kind):
+def undefined_rows(e, kind):
   """[..., n] True where a row's similarity is undefined."""
   if kind == "cosine":
     return jnp.max(jnp.abs(e), axis=-1) == 0
@@ -222,18 +300,26 @@ def _undefined_rows(e, kind):
   return _is_constant(e, m, n)
 
 
-def _unit_vectors(e, kind):
+def similarity_vectors(e, kind):
+  """The vectors whose normalised dot products are the similarities: ``[..., D] -> [..., D]``
+  (pearson: centred, spearman: centred average-tie ranks, cosine: unchanged)."""
   if kind == "spearman":
     e = rankdata.kernel(e, axis=-1, dtype=e.dtype)
   if kind in ("pearson", "spearman"):
-    m = jnp.ones(e.shape, bool)
-    e = _masked_centre(e, m, jnp.full(e.shape[:-1] + (1,), e.shape[-1], e.dtype))
-  return _unit_rows(e)
+    e = centre(e)
+  return e
 
 
-def _poison(s, bad):
-  """NaN rows and columns ``bad`` [..., n] of ``s`` [..., n, n]."""
-  return jnp.where(bad[..., :, None] | bad[..., None, :], jnp.nan, s)
+def _unit_vectors(e, kind):
+  return _unit_rows(similarity_vectors(e, kind))
+
+
+def poison(s, bad, bad_cols=None):
+  """NaN rows ``bad [..., n]`` and columns ``bad_cols [..., m]`` (default ``bad``) of
+  ``s [..., n, m]``."""
+  bad_cols = bad if bad_cols is None else bad_cols
+  return jnp.where(bad[..., :, None] | bad_cols[..., None, :], jnp.nan, s)
+
 
 
 @_entry("kind", "dtype")
@@ -247,12 +333,12 @@ def similarity_matrix(embeddings, *, kind: str = "pearson", dtype=None):
   """
   _check_kind(kind, SIMILARITIES, "kind")
   e = _float(embeddings, dtype)
-  bad = _undefined_rows(e, kind)
+  bad = undefined_rows(e, kind)
   if e.dtype == jnp.float32:
-    return _poison(1 - _half_squared_distances(_unit_vectors(e, kind)), bad)
+    return poison(1 - _half_squared_distances(_unit_vectors(e, kind)), bad)
   u = _unit_vectors(e, kind)
   s = jnp.einsum("...id,...jd->...ij", u, u, precision=jax.lax.Precision.HIGHEST)
-  return _poison(s, bad)
+  return poison(s, bad)
 
 
 def _half_squared_distances(u):
@@ -271,12 +357,12 @@ def dissimilarity_matrix(embeddings, *, kind: str = "pearson", dtype=None):
   """
   _check_kind(kind, SIMILARITIES, "kind")
   e = _float(embeddings, dtype)
-  bad = _undefined_rows(e, kind)
+  bad = undefined_rows(e, kind)
   u = _unit_vectors(e, kind)
   if e.dtype == jnp.float32:
-    return _poison(_half_squared_distances(u), bad)
+    return poison(_half_squared_distances(u), bad)
   s = jnp.einsum("...id,...jd->...ij", u, u, precision=jax.lax.Precision.HIGHEST)
-  return _poison(1 - s, bad)
+  return poison(1 - s, bad)
 
 
 # ----------------------------------------------------------------------------------------------
