@@ -224,8 +224,10 @@ def test_upsample_shrink_antialiased_like_pil_and_one_pixel():
 
 
 def test_normalise_constant_nan_and_scale():
-  np.testing.assert_array_equal(hm.normalise(np.full((2, 3), 0.7)), np.zeros((2, 3)))
-  np.testing.assert_array_equal(hm.normalise(np.full((2, 2), np.nan)), np.zeros((2, 2)))
+  np.testing.assert_array_equal(hm.normalise(np.full((2, 3), 0.7)), np.zeros((2, 3)), strict=True)
+  np.testing.assert_array_equal(hm.normalise(np.full((2, 2), np.nan)), np.zeros((2, 2)), strict=True)
+  with np.errstate(over="ignore"):                      # a range that overflows counts as constant
+    np.testing.assert_array_equal(hm.normalise(np.array([[-1e308, 1e308]])), [[0.0, 0.0]])
   x = np.array([[2.0, np.nan], [4.0, 3.0]])
   np.testing.assert_array_equal(hm.normalise(x), [[0.0, 0.0], [1.0, 0.5]])   # NaN shows as 0
   np.testing.assert_array_equal(hm.normalise(np.array([[-1.0, np.inf]])), [[0.0, 0.0]])
@@ -269,3 +271,12 @@ def test_overlay_defaults_and_same_size_heat_kept_in_float64():
   edge = np.array([[0.0, 1.0, 0.5, 1 / 256 - 1e-12]] * 3)
   out = hm.overlay(np.zeros((3, 4, 3), np.uint8), edge, alpha=1.0, cmap="gray", value_alpha=False)
   np.testing.assert_array_equal(out[:, 3], 0)
+
+
+def test_overlay_clips_opacity_above_one():
+  image = np.zeros((1, 2, 3), np.uint8)
+  image[0, 1] = 255
+  heat = np.array([[1.0, 0.0]])
+  out = hm.overlay(image, heat, alpha=2.0, cmap="gray", value_alpha=False)
+  # 2 * gray(1) - 0 = 2 -> 510 -> 255; 2 * gray(0) - 1 = -1 -> -255 -> 0.
+  np.testing.assert_array_equal(out, [[[255, 255, 255], [0, 0, 0]]])
