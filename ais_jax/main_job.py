@@ -139,8 +139,15 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   (``ais_jax.io.runs.staged_dir``): a refused input, an error, Ctrl-C or a kill leaves a previous
   report exactly as it was, and nothing of it survives into the new one.
   """
+  from ais_jax.errors import UserInputError
   from ais_jax.io import runs
+  from ais_jax.report import saliency_report
   out = config.out or default_out(config.dataset)
+  if (config.saliency not in saliency_report.NO_SALIENCY + (saliency_report.SPECTRAL_RESIDUAL,)
+      and not os.path.exists(config.saliency)):  # Read at the saliency stage: checked now.
+    raise UserInputError("--saliency", f"{config.saliency}: no such file or folder; give a .npy "
+                         "[n, H, W], a folder of maps named like the images, "
+                         f"'{saliency_report.SPECTRAL_RESIDUAL}' or 'none'")
   with runs.staged_dir(out, overwrite=config.overwrite) as work:
     return _build_report(config, work, out, progress=progress, command=command)
 

@@ -459,9 +459,11 @@ def run(main: Callable[[list], None], argv: list | None = None) -> None:
       _fail("out of memory; lower --batch_size or --memory_budget_gb, or use fewer images",
             debug=debug)
     except OSError as e:
-      if e.filename is None and e.errno is None:
-        raise
-      _fail(_os_error_message(e), debug=debug)
+      if e.filename is None and e.errno is None and type(e) is OSError:  # pylint: disable=unidiomatic-typecheck
+        raise  # A bare OSError without a file: a bug.
+      # With a file, or a FileNotFoundError/FileExistsError/... raised with a message about the
+      # user's path: one line.
+      _fail(_os_error_message(e) if e.filename or e.errno else str(e), debug=debug)
     if _interrupt["count"]:  # A Ctrl-C that came too late to stop the run.
       print("interrupted (Ctrl-C) as the run finished: --out holds the new run",
             file=sys.stderr, flush=True)

@@ -364,6 +364,8 @@ RUN_CASES = {
     "planted_with_images": (["--dataset=planted", "--images=IMAGES"], ["--dataset"]),
     "too_few_images": (["--dataset=planted", "--n_images=2"], ["n_images"]),
     "missing_weights": (["--human=HUMAN", "--weights=/nonexistent/ckpt"], ["/nonexistent/ckpt"]),
+    "missing_saliency_maps": (["--human=HUMAN", "--saliency=/nonexistent/sal.npy"],
+                              ["--saliency", "/nonexistent/sal.npy"]),
 }
 
 
@@ -377,8 +379,10 @@ def test_run_command_keeps_the_previous_report(env, bad_inputs, case):
       f"--images={env['images']}", f"--weights={env['weights']}"]
   if not any(a.startswith("--human") for a in extra) and not base == []:
     base.append(f"--human={env['human']}")
+  if not any(a.startswith("--saliency") for a in extra):
+    extra.append("--saliency=none")
   code, _, err = run_main("run", *base, *extra, f"--out={env['report']}", "--overwrite",
-                          "--noprogress", "--folds=0", "--saliency=none")
+                          "--noprogress", "--folds=0")
   assert_one_error_line(code, err, *patterns)
   assert snapshot(env["report"]) == env["report_files"], "the previous report was changed"
 
@@ -395,6 +399,16 @@ def test_saliency_command_on_a_missing_run(env, tmp_path):
   code, _, err = run_main("saliency", f"--ais_run={tmp_path / 'nope'}", f"--images={env['images']}",
                           f"--out={tmp_path / 'sal'}")
   assert_one_error_line(code, err, "nope")
+  assert not (tmp_path / "sal").exists()
+
+
+def test_saliency_command_on_an_edited_run(env, tmp_path):
+  import shutil
+  shutil.copytree(env["prev"], tmp_path / "run")
+  np.save(tmp_path / "run" / "heatmaps.npy", np.zeros((N, 4, 4), np.float32))
+  code, _, err = run_main("saliency", f"--ais_run={tmp_path / 'run'}",
+                          f"--images={env['images']}", f"--out={tmp_path / 'sal'}")
+  assert_one_error_line(code, err, "heatmaps.npy does not match the sha256")
   assert not (tmp_path / "sal").exists()
 
 

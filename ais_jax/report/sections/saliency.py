@@ -15,7 +15,11 @@ def maps(cohort, config, report) -> Optional[list]:
   if config.saliency in saliency_report.NO_SALIENCY:
     return None
   report(f"saliency: {config.saliency} on {len(cohort.names)} images")
-  return saliency_report.saliency_maps(cohort.images, cohort.names, config.saliency)
+  try:
+    return saliency_report.saliency_maps(cohort.images, cohort.names, config.saliency)
+  except (ValueError, FileNotFoundError) as e:  # A --saliency file or folder that does not fit.
+    from ais_jax.errors import UserInputError
+    raise UserInputError("--saliency", str(e)) from None
 
 
 def analyse(model, cohort, sal_maps: list, config, out_dir: str, *,
