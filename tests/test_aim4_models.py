@@ -228,3 +228,26 @@ def test_inception_converter_accepts_state_dicts_without_the_aux_classifier():
   np.testing.assert_array_equal(variables["params"]["Mixed_7c"]["branch_pool"]["conv"]["kernel"],
                                 net.Mixed_7c.branch_pool.conv.weight.detach().numpy()
                                 .transpose(2, 3, 1, 0))
+
+
+def test_registry_entries_record_torchvisions_weights_and_preprocessing():
+  from ais_jax.models.base import IMAGENET_MEAN, IMAGENET_STD
+  from weights import registry
+  enums = {"densenet161": torchvision.models.DenseNet161_Weights,
+           "inception_v3": torchvision.models.Inception_V3_Weights,
+           "efficientnet_b3": torchvision.models.EfficientNet_B3_Weights,
+           "regnet_y_400mf": torchvision.models.RegNet_Y_400MF_Weights}
+  for arch, enum in enums.items():
+    published = enum.IMAGENET1K_V1
+    entry, spec = registry.get(f"{arch}_imagenet"), models.get(arch)
+    transform = published.transforms()
+    assert entry.arch == arch and entry.url == published.url
+    assert entry.url.endswith(f"-{entry.sha256_prefix}.pth") and len(entry.sha256_prefix) == 8
+    assert entry.input_size == spec.input_size == transform.crop_size[0]
+    assert entry.normalization == spec.normalization == "imagenet"
+    assert tuple(transform.mean) == IMAGENET_MEAN and tuple(transform.std) == IMAGENET_STD
+    assert f"Resize({transform.resize_size[0]}" in entry.notes
+    assert entry.num_classes == len(published.meta["categories"]) == spec.num_classes
+  # The published Inception-V3 weights are used with transform_input=True; so is our trunk.
+  assert "transform_input=True" in registry.get("inception_v3_imagenet").notes
+  assert models.get("inception_v3").build().transform_input
