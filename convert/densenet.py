@@ -1,4 +1,5 @@
-"""torchvision DenseNet-161 state dict -> Flax variables of :class:`ais_jax.models.densenet.DenseNet`.
+"""torchvision DenseNet-161 state dict -> Flax variables of
+:class:`ais_jax.models.densenet.DenseNet`.
 
 torchvision's published DenseNet files still use the old layer keys ``denselayerN.norm.1.weight``
 / ``conv.2.weight`` (torchvision renames them on load); state dicts saved from a current model

@@ -1,4 +1,5 @@
-"""torchvision Inception-V3 state dict -> Flax variables of :class:`ais_jax.models.inception.InceptionV3`.
+"""torchvision Inception-V3 state dict -> Flax variables of
+:class:`ais_jax.models.inception.InceptionV3`.
 
 Every BasicConv2d is ``<Block>[.<branch>].conv.weight`` + ``.bn.*``; the Flax paths are the same
 names joined by '/'. torchvision's full state dict (``inception_v3_google-0cc3c7bd.pth``, or a

@@ -1,7 +1,7 @@
 """Which conversion table serves which architecture.
 
-The model zoo (``ais_jax.models``) knows nothing of PyTorch state dicts: each ``convert/<family>.py``
-registers its converter here for the architecture names it serves, and the file-conversion code
+The model zoo (``ais_jax.models``) knows nothing of PyTorch state dicts: each
+``convert/<family>.py`` registers its converter here for the architecture names it serves, and the file-conversion code
 (``ais_jax.io.weights.convert_file``, the ``convert.*`` CLIs) looks it up with :func:`get`. The
 dependency runs one way: ``convert`` -> ``ais_jax.models``.
 

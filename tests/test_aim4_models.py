@@ -1,11 +1,12 @@
 """Aim 4 architectures (DenseNet-161, Inception-V3, EfficientNet-B3, RegNetY-400MF) against
 torchvision 0.29.1, through the whole AIS pipeline.
 
-Per architecture, one case: torchvision's model with random weights and random BatchNorm
-statistics calibrated on the test images (fixed seeds) is saved with ``torch.save`` (DenseNet-161 with the old ``norm.1`` /
-``conv.1`` keys of torchvision's published file, Inception-V3 with its ``AuxLogits.*``), converted
-by ``ais_jax.io.weights.convert_file`` (our table), and ``ais_jax.pipeline.run_ais`` runs on N
-images at the registry's input size (224 / 299 / 300 / 224). Checked against torchvision's own
+Per architecture, one case: torchvision's model with random weights (fixed seeds), random
+BatchNorm affine parameters and BatchNorm scales calibrated on the test images is saved with
+``torch.save`` (DenseNet-161 with the old ``norm.1`` / ``conv.1`` keys of torchvision's published
+file, Inception-V3 with its ``AuxLogits.*``), converted by ``ais_jax.io.weights.convert_file``
+(our table), loaded by ``ais_jax.pipeline.load_model`` and run through
+``ais_jax.pipeline.run_ais`` on N images at the registry's input size (224 / 299 / 300 / 224). Checked against torchvision's own
 forward pass on the same preprocessed input:
 
 * maps, embedding and logits within 1e-5 relative (max |jax - torch| / max |torch|, float32 with

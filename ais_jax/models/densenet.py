@@ -39,7 +39,7 @@ class DenseLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """``x [n, h, w, C]`` (the concatenated earlier features) -> new features ``[n, h, w, growth]``."""
+    """``x [n, h, w, C]`` (all earlier features, concatenated) -> ``[n, h, w, growth]``."""
     conv = functools.partial(nn.Conv, use_bias=False, precision=self.precision)
     y = conv(self.bn_size * self.growth_rate, (1, 1), name="conv1")(
         nn.relu(_batch_norm("norm1")(x)))

@@ -13,12 +13,12 @@ trunk applies the same re-mapping, in the same float32 operations as torchvision
 
 The auxiliary classifier (``AuxLogits``) only runs in training; it is not built here and the
 converter skips its keys. BasicConv2d = conv (no bias) -> BatchNorm (eps 1e-3) -> ReLU.
-Submodules mirror the torchvision keys (``Mixed_6b.branch7x7_2.conv`` -> ``Mixed_6b/branch7x7_2/conv``).
+Submodules mirror the torchvision keys (``Mixed_6b.branch7x7_2.conv`` ->
+``Mixed_6b/branch7x7_2/conv``).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
