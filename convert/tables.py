@@ -1,9 +1,9 @@
 """Which conversion table serves which architecture.
 
 The model zoo (``ais_jax.models``) knows nothing of PyTorch state dicts: each
-``convert/<family>.py`` registers its converter here for the architecture names it serves, and the file-conversion code
-(``ais_jax.io.weights.convert_file``, the ``convert.*`` CLIs) looks it up with :func:`get`. The
-dependency runs one way: ``convert`` -> ``ais_jax.models``.
+``convert/<family>.py`` registers its converter here for the architecture names it serves, and
+the file-conversion code (``ais_jax.io.weights.convert_file``, the ``convert.*`` CLIs) looks it up
+with :func:`get`. The dependency runs one way: ``convert`` -> ``ais_jax.models``.
 
 A converter is ``convert(state_dict, num_classes) -> variables``: torch key -> array in, the
 plain nested dict ``{'params': ..., 'batch_stats': ...}`` of ``models.get(arch).build(num_classes)``
