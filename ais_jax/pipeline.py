@@ -216,6 +216,58 @@ def _jitted_apply(module, method: str):
   return jax.jit(functools.partial(module.apply, method=method))
 
 
+def trunk_batches(spec, module, variables, images_uint8, *, batch_size: int = 32,
+                  progress: Optional[Callable[[str], None]] = None,
+                  timings: Optional[dict] = None):
+  """Feature maps of the ablated layer, one fixed-shape batch at a time (a generator).
+
+  Args: as :func:`trunk_maps`; ``images_uint8`` may be any sliceable ``[n, H, W, 3]`` uint8 (an
+  array, or :class:`NpyImages` reading a .npy file a batch at a time).
+
+  Yields:
+    ``(start, maps)``: float32 ``[b, h, w, K]`` host maps of images ``start .. start + b - 1``.
+    One batch is in flight on the device while the previous one is handed out, so at most two
+    batches of maps exist at once.
+  """
+  import jax
+  report = progress or (lambda message: None)
+  timings = {} if timings is None else timings
+  n = len(images_uint8)
+  if n == 0 or len(images_uint8.shape) != 4:
+    raise ValueError(f"images_uint8 must be [n, H, W, 3] with n >= 1; got shape "
+                     f"{list(images_uint8.shape)}")
+  trunk = _jitted_apply(module, "trunk")
+  device_variables = jax.device_put(variables)
+  size = min(batch_size, n)
+  num_batches = -(-n // size)
+  start = time.perf_counter()
+  pending = None  # (start index, count, device array)
+
+  def collect(item):
+    i0, count, maps = item
+    maps = np.asarray(maps, np.float32)[:count]
+    report(f"trunk: {i0 + count}/{n} images (batch {i0 // size + 1}/{num_batches}, "
+           f"{time.perf_counter() - start:.1f} s)")
+    return i0, maps
+
+  for b in range(num_batches):
+    i0 = b * size
+    chunk = np.asarray(images_uint8[i0:i0 + size])
+    count = chunk.shape[0]
+    x = np.asarray(spec.preprocess(chunk.astype(np.float32)), np.float32)
+    if count < size:
+      x = np.concatenate([x, np.zeros((size - count,) + x.shape[1:], np.float32)])
+    maps = trunk(device_variables, x)
+    if pending is not None:
+      yield collect(pending)
+    pending = (i0, count, maps)
+    if b == 0:
+      jax.block_until_ready(maps)
+      timings["trunk_first_batch_incl_compile"] = time.perf_counter() - start
+  yield collect(pending)
+  timings["trunk"] = time.perf_counter() - start
+
+
 def trunk_maps(spec, module, variables, images_uint8: np.ndarray, *, batch_size: int = 32,
                progress: Optional[Callable[[str], None]] = None,
                timings: Optional[dict] = None) -> np.ndarray:
@@ -235,50 +287,216 @@ def trunk_maps(spec, module, variables, images_uint8: np.ndarray, *, batch_size:
   Returns:
     float32 ``[n, h, w, K]`` on the host.
   """
-  import jax
-  report = progress or (lambda message: None)
-  timings = {} if timings is None else timings
   images_uint8 = np.asarray(images_uint8)
-  if images_uint8.ndim != 4 or images_uint8.shape[0] == 0:
-    raise ValueError(f"images_uint8 must be [n, H, W, 3] with n >= 1; got shape "
-                     f"{list(images_uint8.shape)}")
-  trunk = _jitted_apply(module, "trunk")
-  device_variables = jax.device_put(variables)
-  n = images_uint8.shape[0]
-  size = min(batch_size, n)
-  num_batches = -(-n // size)
   out = None
-  start = time.perf_counter()
-  # (start index, count, device array): one batch in flight while the next one is prepared.
-  pending = None
-
-  def collect(item):
-    nonlocal out
-    i0, count, maps = item
-    maps = np.asarray(maps)[:count]
+  for i0, maps in trunk_batches(spec, module, variables, images_uint8, batch_size=batch_size,
+                                progress=progress, timings=timings):
     if out is None:
-      out = np.empty((n,) + maps.shape[1:], np.float32)
-    out[i0:i0 + count] = maps
-    report(f"trunk: {i0 + count}/{n} images (batch {i0 // size + 1}/{num_batches}, "
-           f"{time.perf_counter() - start:.1f} s)")
-
-  for b in range(num_batches):
-    i0 = b * size
-    chunk = images_uint8[i0:i0 + size]
-    count = chunk.shape[0]
-    x = np.asarray(spec.preprocess(chunk.astype(np.float32)), np.float32)
-    if count < size:
-      x = np.concatenate([x, np.zeros((size - count,) + x.shape[1:], np.float32)])
-    maps = trunk(device_variables, x)
-    if pending is not None:
-      collect(pending)
-    pending = (i0, count, maps)
-    if b == 0:
-      jax.block_until_ready(maps)
-      timings["trunk_first_batch_incl_compile"] = time.perf_counter() - start
-  collect(pending)
-  timings["trunk"] = time.perf_counter() - start
+      out = np.empty((images_uint8.shape[0],) + maps.shape[1:], np.float32)
+    out[i0:i0 + maps.shape[0]] = maps
   return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory: planning from the budget, streaming the maps
+
+
+class NpyImages:
+  """A uint8 ``[n, H, W, 3]`` .npy file read a slice at a time with plain reads (no memory map,
+  whose touched pages would count in the resident memory): ``len``, ``shape``, ``[i:j]``."""
+
+  def __init__(self, path: str):
+    self.path = os.fspath(path)
+    with open(self.path, "rb") as f:
+      major, _ = np.lib.format.read_magic(f)
+      read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                     else np.lib.format.read_array_header_2_0)
+      shape, fortran, dtype = read_header(f)
+      self.offset = f.tell()
+    if fortran or dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+      raise UserInputError(self.path, f"expected a C-order uint8 [n, H, W, 3] array, got "
+                           f"{dtype} {list(shape)}")
+    self.shape = tuple(int(v) for v in shape)
+    self.dtype = np.dtype(np.uint8)
+
+  def __len__(self):
+    return self.shape[0]
+
+  def __getitem__(self, index):
+    if not isinstance(index, slice) or index.step not in (None, 1):
+      raise TypeError("NpyImages supports contiguous slices only")
+    start, stop, _ = index.indices(self.shape[0])
+    per = int(np.prod(self.shape[1:]))
+    with open(self.path, "rb") as f:
+      data = np.fromfile(f, np.uint8, count=max(stop - start, 0) * per,
+                         offset=self.offset + start * per)
+    return data.reshape((-1,) + self.shape[1:])
+
+
+class MapStore:
+  """Feature maps spilled to a raw float32 file batch by batch, read back a batch at a time
+  (plain reads: the maps are never all in memory). ``read(i0, i1) -> [i1 - i0, h, w, K]``."""
+
+  def __init__(self, folder: str, map_shape):
+    os.makedirs(folder, exist_ok=True)
+    self.path = os.path.join(folder, "feature_maps.f32")
+    self.map_shape = tuple(map_shape)
+    self.count = 0
+    self._file = open(self.path, "wb")
+
+  def append(self, maps: np.ndarray):
+    np.ascontiguousarray(maps, np.float32).tofile(self._file)
+    self.count += maps.shape[0]
+
+  def close(self):
+    self._file.close()
+
+  def memmap(self) -> np.ndarray:
+    """The whole store as a read-only memory map ``[n, h, w, K]`` (for writing it out)."""
+    return np.memmap(self.path, np.float32, "r", shape=(self.count,) + self.map_shape)
+
+  def remove(self):
+    import shutil
+    shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+  def read(self, i0: int, i1: int) -> np.ndarray:
+    per = int(np.prod(self.map_shape))
+    with open(self.path, "rb") as f:
+      data = np.fromfile(f, np.float32, count=(i1 - i0) * per, offset=i0 * per * 4)
+    return data.reshape((-1,) + self.map_shape)
+
+
+def _big_npy(path: str, memory_budget_gb: float) -> bool:
+  """True when a .npy image file takes more than a tenth of the budget (then it is streamed)."""
+  return os.path.getsize(path) > 0.1 * memory_budget_gb * 2**30
+
+
+def current_rss_bytes() -> int:
+  """Resident memory of this process now (Linux /proc; 0 where unknown)."""
+  return _proc_status("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+  """Peak resident memory of this process so far (VmHWM, or getrusage)."""
+  peak = _proc_status("VmHWM")
+  if not peak:
+    import resource
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return peak
+
+
+def _proc_status(key: str) -> int:
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith(key + ":"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 0
+
+
+# Host + XLA bytes per input pixel of one image in a trunk batch (activations of the widest layers,
+# measured order of magnitude for the registered CNNs at 224 px; a planning constant).
+TRUNK_BYTES_PER_INPUT_VALUE = 96
+
+
+def plan_memory(*, n: int, map_shape, input_shape, head, batch_size: int,
+                memory_budget_gb: float, runtime_bytes: int) -> dict:
+  """How a run fits ``memory_budget_gb`` (the whole process's resident memory).
+
+  The budget left after the runtime (JAX, the model, the inputs already read: ``runtime_bytes``)
+  is split: the trunk batch (the requested one unless it would take over half, or a quarter when
+  streaming), the feature maps kept whole only when they take at most a quarter (else spilled to disk batch by batch, and the AIS engine gets what it needs:
+  pooled float64 embeddings for pooled heads, 2x2 max-pooled maps for fc heads), the AIS engine's
+  chunks the rest.
+
+  Args:
+    n: images. map_shape: ``(h, w, K)``. input_shape: ``(H, W, 3)``. head: the ablation head.
+    batch_size: requested trunk batch. memory_budget_gb: the budget. runtime_bytes: RSS now.
+
+  Returns:
+    A dict for summary.json: ``budget_gb, runtime_gb, free_gb, maps_gb, keep_maps,
+    engine_input_gb, trunk_batch, engine_budget_gb, engine_one_map_gb`` and ``fits`` (False when
+    even one map per engine chunk exceeds the budget: the run goes on, and a warning says so).
+  """
+  from ais_jax.ablation import FcHead, PooledHead
+  gib = 2.0 ** 30
+  h, w, k = (int(v) for v in map_shape)
+  budget = memory_budget_gb * gib
+  free = max(budget - runtime_bytes, 0.1 * budget)
+  maps_bytes = n * h * w * k * 4
+  streamable = isinstance(head, (PooledHead, FcHead))
+  keep_maps = not streamable or maps_bytes <= free / 4
+  if keep_maps:
+    engine_input = maps_bytes
+  elif isinstance(head, PooledHead):
+    engine_input = n * k * 8
+  else:
+    engine_input = n * (h // head.pool_window) * (w // head.pool_window) * k * 4
+  per_image = TRUNK_BYTES_PER_INPUT_VALUE * int(np.prod(input_shape))
+  # The requested batch unless it would take over half of what is free (a quarter when streaming).
+  share = 2 if keep_maps else 4
+  trunk_batch = int(batch_size if batch_size * per_image <= free / 2 and keep_maps
+                    else max(1, min(batch_size, (free / share) // per_image)))
+  engine_budget = max(free - engine_input - min(maps_bytes, free / 4) - trunk_batch * per_image,
+                      0.05 * budget) / 2
+  # The engine cannot go below one map per chunk: its n x n rows and cohort matrices (about 8 of
+  # them in float64, measured: n = 2,000 took 0.53 GB over the runtime).
+  one_map = 8 * n * n * 8
+  return {"budget_gb": memory_budget_gb, "runtime_gb": runtime_bytes / gib, "free_gb": free / gib,
+          "maps_gb": maps_bytes / gib, "keep_maps": bool(keep_maps),
+          "engine_input_gb": engine_input / gib, "trunk_batch": trunk_batch,
+          "engine_budget_gb": engine_budget / gib, "engine_one_map_gb": one_map / gib,
+          "fits": bool(runtime_bytes + engine_input + one_map <= budget)}
+
+
+def engine_maps(head, maps: np.ndarray, precision: str):
+  """What the AIS engine needs of a batch of maps when the maps are not kept: pooled heads the
+  embedding as ``[b, 1, 1, K]`` (float64 where the engine runs in float64: the same values as
+  pooling inside the engine), fc heads the max-pooled maps (the head then pools with window 1)."""
+  from ais_jax import precision as precision_mod
+  from ais_jax.ablation import FcHead, PooledHead
+  if isinstance(head, PooledHead):
+    dtype = np.float64 if precision_mod.float64_enabled() else np.float32
+    return np.mean(maps, axis=(1, 2), dtype=dtype, keepdims=True)
+  if isinstance(head, FcHead):
+    from ais_jax import ablation
+    return np.asarray(ablation.max_pool(maps, head.pool_window))
+  raise TypeError(f"{type(head).__name__}: maps cannot be reduced; keep them")
+
+
+def map_shape(module, variables, input_shape):
+  """``(h, w, K)`` of the trunk's maps for one ``input_shape`` image (shape inference only)."""
+  import jax
+  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), np.float32)
+  out = jax.eval_shape(functools.partial(module.apply, method="trunk"), variables, x)
+  return tuple(int(v) for v in out.shape[1:])
+
+
+def _streamed_trunk(spec, module, variables, images, head, memory, shape_maps, precision, report,
+                    timings):
+  """Trunk in batches with the maps spilled to a :class:`MapStore`: ``(None, store, engine input,
+  logits)``; in memory at once: one batch of maps and the engine's reduced input."""
+  import tempfile
+  store = MapStore(tempfile.mkdtemp(prefix="ais_jax_maps_"), shape_maps)
+  reduced, logits = [], []
+  for _, batch in trunk_batches(spec, module, variables, images, batch_size=memory["trunk_batch"],
+                                progress=report, timings=timings):
+    store.append(batch)
+    reduced.append(engine_maps(head, batch, precision))
+    logits.append(head_logits(module, variables, batch, batch_size=memory["trunk_batch"]))
+  store.close()
+  logits = None if logits[0] is None else np.concatenate(logits)
+  return None, store, np.concatenate(reduced), logits
+
+
+def engine_head(head, keep_maps: bool):
+  """The head matching :func:`engine_maps` (fc: max-pool window 1 on pre-pooled maps)."""
+  from ais_jax.ablation import FcHead
+  if keep_maps or not isinstance(head, FcHead):
+    return head
+  return head.replace(pool_window=1)
 
 
 def head_logits(module, variables, maps: np.ndarray, *,
@@ -388,8 +606,9 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
                  save_feature_maps=save_feature_maps, human_kind=human_kind)
   _check_options(**{k: v for k, v in options.items() if k != "save_feature_maps"})
   _require_weights(weights)
-  if out is not None:
-    runs.check_out_dir(out, overwrite=overwrite)  # Before any expensive work.
+  from ais_jax import distributed
+  if out is not None:  # Before any expensive work; process 0 only, its failure ends all.
+    distributed.primary_first(lambda: runs.check_out_dir(out, overwrite=overwrite))
   timings: dict[str, Any] = {}
   run_warnings: list[str] = []
 
@@ -398,8 +617,14 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
     if not os.fspath(images):
       raise UserInputError("--images", "required: a directory of images or a .npy uint8 array "
                            "[n, H, W, 3]")
-    loaded, names = images_io.load_images(images, image_list=image_list,
-                                          tfds_data_dir=tfds_data_dir)
+    if (os.fspath(images).lower().endswith(".npy") and not image_list
+        and os.path.isfile(os.fspath(images)) and _big_npy(os.fspath(images), memory_budget_gb)):
+      # Read a batch at a time (issue 15: bounded memory); needs no resizing (checked below).
+      loaded = NpyImages(os.fspath(images))
+      names = [f"{os.path.basename(os.fspath(images))}[{i}]" for i in range(len(loaded))]
+    else:
+      loaded, names = images_io.load_images(images, image_list=image_list,
+                                            tfds_data_dir=tfds_data_dir)
   else:
     if image_list:
       raise UserInputError("--image_list", "only applies to a directory of images")
@@ -461,7 +686,11 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
   t = time.perf_counter()
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    resized = images_io.fit_to_model(loaded, spec, names=names)
+    if isinstance(loaded, NpyImages) and loaded.shape[1:3] == (spec.input_size,) * 2:
+      resized = loaded
+    else:
+      resized = images_io.fit_to_model(
+          np.asarray(loaded[:]) if isinstance(loaded, NpyImages) else loaded, spec, names=names)
   for w in caught:
     run_warnings.append(str(w.message))
     warnings.warn(str(w.message), w.category, stacklevel=2)
@@ -472,22 +701,46 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
 
   # Activation cache (issue 14): trunk_maps runs only when the cache misses or is off.
   from ais_jax.io import activation_cache
-  maps = activation_cache.cached_trunk_maps(
-      spec, module, variables, resized, cache=trunk_cache, precision=precision,
-      batch_size=batch_size, progress=report, timings=timings)
-  _, h, w, k = maps.shape
-  t = time.perf_counter()
-  logits = head_logits(module, variables, maps, batch_size=batch_size)
-  timings["logits"] = time.perf_counter() - t
+  # Memory plan (issue 15): the maps are kept whole only when they fit the budget.
+  head = spec.get_ablation_head(variables)
+  shape_maps = map_shape(module, variables, resized.shape[1:])
+  memory = plan_memory(n=n, map_shape=shape_maps, input_shape=resized.shape[1:], head=head,
+                       batch_size=batch_size, memory_budget_gb=float(memory_budget_gb),
+                       runtime_bytes=current_rss_bytes())
+  if not memory["fits"]:
+    message = (f"--memory_budget_gb={memory_budget_gb}: the AIS engine needs about "
+               f"{memory['engine_one_map_gb']:.2f} GB for one map at n = {n} on top of "
+               f"{memory['runtime_gb']:.2f} GB already in use; the run goes on above the budget")
+    run_warnings.append(message)
+    warnings.warn(message, UserWarning, stacklevel=2)
+  h, w, k = shape_maps
+  store = None
+  if memory["keep_maps"]:
+    maps = activation_cache.cached_trunk_maps(
+        spec, module, variables, resized[:] if isinstance(resized, NpyImages) else resized,
+        cache=trunk_cache, precision=precision,
+        batch_size=memory["trunk_batch"], progress=report, timings=timings)
+    t = time.perf_counter()
+    logits = head_logits(module, variables, maps, batch_size=memory["trunk_batch"])
+    timings["logits"] = time.perf_counter() - t
+    ais_maps = maps
+  else:
+    maps, store, ais_maps, logits = _streamed_trunk(spec, module, variables, resized, head,
+                                                    memory, shape_maps, precision, report,
+                                                    timings)
+  memory["peak_rss_gb_after_trunk"] = peak_rss_bytes() / 2**30
 
-  report(f"ais: {n} images x {k} maps ({h}x{w}), precision {precision}")
+  report(f"ais: {n} images x {k} maps ({h}x{w}), precision {precision}"
+         + ("" if store is None else " (maps streamed through a file)"))
   from ais_jax import ais
+  mesh = distributed.global_mesh() if distributed.process_count() > 1 else None
   t = time.perf_counter()
-  result = ais.compute_ais(spec.get_ablation_head(variables), maps, human_matrix,
+  result = ais.compute_ais(engine_head(head, store is None), ais_maps, human_matrix,
                            similarity=similarity, comparison=comparison,
                            cohort_score=cohort_score, precision=precision,
-                           memory_budget_gb=float(memory_budget_gb))
+                           memory_budget_gb=float(memory["engine_budget_gb"]), mesh=mesh)
   timings["ais"] = time.perf_counter() - t
+  del ais_maps
   per_image = np.asarray(result.per_image, np.float64)
   cohort = np.asarray(result.cohort, np.float64)
   embeddings = np.asarray(result.embeddings, np.float32)
@@ -505,8 +758,15 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
 
   from ais_jax import heatmaps as heatmaps_lib
   t = time.perf_counter()
-  heat = np.asarray(heatmaps_lib.heatmaps(maps, per_image), np.float32)
+  if store is None:
+    heat = np.asarray(heatmaps_lib.heatmaps(maps, per_image), np.float32)
+  else:
+    step = memory["trunk_batch"]
+    heat = np.concatenate([np.asarray(heatmaps_lib.heatmaps(store.read(i0, min(i0 + step, n)),
+                                                            per_image[i0:i0 + step]), np.float32)
+                           for i0 in range(0, n, step)])
   timings["heatmaps"] = time.perf_counter() - t
+  memory["peak_rss_gb"] = peak_rss_bytes() / 2**30
 
   baseline_rows = np.asarray(result.baseline_rows, np.float64)
   summary = {
@@ -531,6 +791,10 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
                                                                  kind="stable")[:10]],
       },
       "undefined": undefined,
+      "float64": bool(result.options.get("float64", True)),
+      "memory_plan": memory,
+      "distributed": {"processes": distributed.process_count(),
+                      "mesh": dict(mesh.shape) if mesh is not None else None},
       "environment": _environment(),
       "engine": {"options": dict(getattr(result, "options", None) or {}),
                  "timings_s": dict(result.timings or {})},
@@ -540,7 +804,9 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
   arrays = {"per_image_ais": per_image, "cohort_ais": cohort, "embeddings": embeddings,
             "heatmaps": heat}
   if save_feature_maps:
-    arrays["feature_maps"] = maps
+    arrays["feature_maps"] = maps if store is None else store.memmap()
+  if out is not None and not distributed.is_primary():
+    out = None  # Only process 0 writes the run folder.
   if out is not None:
     t = time.perf_counter()
     summary["timings_s"] = dict(timings, total_before_write=time.perf_counter() - t_start)
@@ -552,6 +818,8 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
            f"{time.perf_counter() - t_start:.1f} s")
   else:
     summary["timings_s"] = dict(timings, total=time.perf_counter() - t_start)
+  if store is not None:
+    store.remove()
   return AisRun(per_image_ais=per_image, cohort_ais=cohort, embeddings=embeddings, heatmaps=heat,
                 feature_maps=maps, image_names=list(names), summary=summary, out=out,
                 logits=logits)

@@ -43,7 +43,23 @@ flags.DEFINE_list("modes", ["exact", "float32", "fast"], "ais_jax precision mode
 flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic weights, maps and human matrix.")
 flags.DEFINE_float("a_budget_s", 300.0, "Longest time (a) may run before it is subsampled.")
 flags.DEFINE_bool("end_to_end", True, "Also time trunk + AIS with a random-weight Flax VGG16.")
-flags.DEFINE_float("memory_budget_gb", 2.0, "ais_jax memory budget for the AIS stage.")
+flags.DEFINE_float("memory_budget_gb", 2.0, "ais_jax memory budget (the AIS stage for 'vgg'; "
+                   "the whole run for 'cohort' and 'scaling').")
+flags.DEFINE_enum("task", "vgg", ["vgg", "float64_free", "cohort", "scaling"],
+                  "vgg: the VGG16-head comparison above; float64_free: error of the float64-free "
+                  "path against float64 (Lite0 on the 92 images, VGG16 fc head on --n images); "
+                  "cohort: one whole run (pipeline.run_ais) on --n synthetic images with "
+                  "--weights, peak RSS and stage times; scaling: 'cohort' in a fresh process for "
+                  "each of --ns, a table, fitted log-log exponents per stage and a plot.")
+flags.DEFINE_list("ns", ["250", "500", "1000", "2000"], "Cohort sizes of --task=scaling.")
+flags.DEFINE_enum("trunk", "real", ["real", "standin"], "--task=cohort/scaling: the real trunk of "
+                  "--weights, or a cheap stand-in with the same map shape and sparsity (average "
+                  "pool, fixed random 1x1 projection, ReLU6, 90% zeros) where a shared CPU cannot "
+                  "afford thousands of real trunk passes: everything else (streaming, AIS, "
+                  "heatmaps, memory) is the real pipeline.")
+flags.DEFINE_string("weights", "efficientnet_lite0_imagenet", "Weights of --task=cohort/scaling.")
+flags.DEFINE_string("precision", "exact", "Precision of --task=cohort/scaling.")
+flags.DEFINE_float("run_timeout_s", 3600, "Time limit of each run of --task=scaling.")
 
 K, SIDE, POOLED, D1, D2 = 512, 14, 7, 4096, 4096
 
@@ -341,8 +357,229 @@ def table(report: dict) -> str:
   return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------
+# Float64-free path (issue 15)
+
+
+def float64_free_errors(n_vgg: int, seed: int) -> dict:
+  """Max |AIS(float64-free) - AIS(float64)| on the same trunk maps: EfficientNet-Lite0 (pooled
+  head) on the 92 images, and the VGG16 fc head with random weights on ``n_vgg`` images."""
+  from ais_jax import ablation, ais, pipeline, precision
+  from ais_jax.data import kriegeskorte92
+  from ais_jax.io import images as images_io
+  data_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                          "shared", "data", "kriegeskorte92")
+  p = make_problem(n_vgg, seed)
+  cases = {f"vgg16_fc_random_{n_vgg}": (ablation.FcHead(w1=p["w1"], b1=p["b1"], w2=p["w2"],
+                                                        b2=p["b2"], pool_window=2),
+                                        p["maps"], p["human"])}
+  data_dir = os.environ.get("AIS_JAX_K92", data_dir)
+  if os.path.isdir(data_dir):
+    k92 = kriegeskorte92.load(data_dir)
+    spec, variables, _, module = pipeline.load_model("efficientnet_lite0_imagenet")
+    maps = pipeline.trunk_maps(spec, module, variables, images_io.fit_to_model(k92.images, spec))
+    cases["lite0_92_pooled"] = (spec.get_ablation_head(variables), maps, k92.similarity)
+  else:
+    print(f"no 92-image data at {data_dir} (set AIS_JAX_K92): Lite0 case skipped", flush=True)
+  out = {"machine": machine(), "cases": {}}
+  for name, (head, m, human) in cases.items():
+    for sim, cmp in (("pearson", "pearson"), ("cosine", "pearson"), ("spearman", "pearson"),
+                     ("pearson", "spearman")):
+      res = {}
+      for flag in ("1", "0"):
+        os.environ[precision.FLOAT64_ENV] = flag
+        t = time.perf_counter()
+        res[flag] = ais.compute_ais(head, m, human, similarity=sim, comparison=cmp)
+        res[flag + "_s"] = time.perf_counter() - t
+      os.environ.pop(precision.FLOAT64_ENV)
+      out["cases"][f"{name}/{sim}/{cmp}"] = {
+          "max_abs_ais": float(np.nanmax(np.abs(res["1"].per_image))),
+          "per_image_max_abs_error": float(np.nanmax(np.abs(res["0"].per_image
+                                                            - res["1"].per_image))),
+          "cohort_max_abs_error": float(np.nanmax(np.abs(res["0"].cohort - res["1"].cohort))),
+          "seconds_float64": res["1_s"], "seconds_float64_free": res["0_s"]}
+      print(name, sim, cmp, json.dumps(out["cases"][f"{name}/{sim}/{cmp}"]), flush=True)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Cohorts of thousands of images in bounded memory (issue 15)
+
+
+def synthetic_cohort(n: int, seed: int, folder: str, size: int = 224):
+  """Random smooth images ``[n, size, size, 3]`` uint8 written to ``folder/images.npy`` a block
+  at a time, and a random symmetric human matrix ``[n, n]``; returns their paths."""
+  rng = np.random.default_rng(seed)
+  path = os.path.join(folder, "images.npy")
+  with open(path, "wb") as f:
+    np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
+                                             "shape": (n, size, size, 3)})
+    for i0 in range(0, n, 64):
+      b = min(64, n - i0)
+      coarse = rng.random((b, size // 16, size // 16, 3))
+      img = np.repeat(np.repeat(coarse, 16, axis=1), 16, axis=2)
+      img = img + 0.25 * rng.random((b, size, size, 3))
+      f.write(np.clip(img * 204, 0, 255).astype(np.uint8).tobytes())
+  human = rng.standard_normal((n, n))
+  human_path = os.path.join(folder, "human.npy")
+  np.save(human_path, (human + human.T) / 2)
+  return path, human_path
+
+
+def standin_model(weights: str):
+  """``(spec, variables, provenance, module)`` of ``weights``' architecture with a stand-in
+  trunk: 32x32 average pool -> fixed random 1x1 projection to K channels -> ReLU6, shifted so
+  that about 90% of the values are 0 (as Lite0's head maps); same map shape, pooled head."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+  from ais_jax import pipeline
+  spec = pipeline.load_model(weights)[0]
+  k, side = spec.num_maps, spec.map_size
+
+  class StandinTrunk(nn.Module):
+    @nn.compact
+    def trunk(self, x):
+      w = self.param("w", nn.initializers.normal(1.0), (3, k))
+      pooled = nn.avg_pool(x, (x.shape[1] // side,) * 2, strides=(x.shape[1] // side,) * 2)
+      return jnp.clip(pooled @ w - 1.3, 0, 6)
+
+    def head(self, maps):
+      return jnp.mean(maps, axis=(1, 2)), None
+
+    def __call__(self, x):
+      return self.head(self.trunk(x))
+
+  module = StandinTrunk()
+  import jax
+  size = spec.input_size
+  variables = module.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), method="trunk")
+  return spec, variables, {"weights_name": "standin"}, module
+
+
+def cohort_run(n: int, seed: int, weights: str, memory_budget_gb: float, precision: str,
+               trunk: str = "real") -> dict:
+  """One whole run (trunk, per-image + cohort AIS, heatmaps) on ``n`` synthetic images."""
+  import tempfile
+  from ais_jax import pipeline
+  model = weights if trunk == "real" else standin_model(weights)
+  with tempfile.TemporaryDirectory(prefix="ais_bench_") as folder:
+    images, human = synthetic_cohort(n, seed, folder)
+    rss_start = pipeline.current_rss_bytes()
+    t = time.perf_counter()
+    result = pipeline.run_ais(weights=model, images=images, human=np.load(human),
+                              precision=precision, memory_budget_gb=memory_budget_gb)
+    total = time.perf_counter() - t
+  s = result.summary
+  timings = s["timings_s"]
+  return {"n": n, "weights": weights, "trunk": trunk, "precision": precision,
+          "memory_budget_gb": memory_budget_gb,
+          "seconds": {"total": total, "trunk": timings.get("trunk"), "ais": timings.get("ais"),
+                      "heatmaps": timings.get("heatmaps"),
+                      "ais_kernel": s["engine"]["timings_s"].get("kernel")},
+          "peak_rss_gb": pipeline.peak_rss_bytes() / 2**30, "rss_start_gb": rss_start / 2**30,
+          "memory_plan": s.get("memory_plan"), "float64": s.get("float64"),
+          "engine": s["engine"]["options"], "machine": machine()}
+
+
+def scaling(ns, seed, weights, memory_budget_gb, precision, timeout_s, out, trunk="real"):
+  """``cohort_run`` in a fresh process per n (peak RSS per run), fitted exponents, a plot."""
+  import subprocess
+  import sys
+  rows = []
+  for n in ns:
+    cmd = [sys.executable, "-m", "experiments.benchmark", "--task=cohort", f"--n={n}",
+           f"--data_seed={seed}", f"--weights={weights}", f"--precision={precision}",
+           f"--memory_budget_gb={memory_budget_gb}", f"--trunk={trunk}"]
+    t = time.perf_counter()
+    try:
+      proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      rows.append({"n": n, "error": f"timeout after {timeout_s} s"})
+      continue
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("COHORT ")]
+    if proc.returncode or not lines:
+      rows.append({"n": n, "error": proc.stderr[-2000:]})
+      continue
+    rows.append(json.loads(lines[-1][len("COHORT "):]))
+    print(f"n={n}: {time.perf_counter() - t:.0f} s, {json.dumps(rows[-1]['seconds'])}, "
+          f"peak RSS {rows[-1]['peak_rss_gb']:.2f} GB", flush=True)
+  good = sorted((r for r in rows if "error" not in r), key=lambda r: r["n"])
+  fits = {}
+  if len(good) >= 2:
+    x = np.log([r["n"] for r in good])
+    for stage in ("total", "trunk", "ais", "heatmaps"):
+      y = [r["seconds"][stage] for r in good]
+      if all(v and v > 0 for v in y):
+        fits[stage] = float(np.polyfit(x, np.log(y), 1)[0])
+    fits["peak_rss"] = float(np.polyfit(x, np.log([r["peak_rss_gb"] for r in good]), 1)[0])
+  report = {"runs": rows, "exponents": fits, "machine": machine()}
+  if out:
+    with open(out, "w") as f:
+      json.dump(report, f, indent=2)
+    if good:
+      plot_scaling(report, os.path.splitext(out)[0] + ".png")
+  return report
+
+
+def plot_scaling(report: dict, path: str) -> None:
+  """Log-log plot of the stage times and the peak RSS of a :func:`scaling` report."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  good = sorted((r for r in report["runs"] if "error" not in r), key=lambda r: r["n"])
+  fits, first = report["exponents"], good[0]
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+  ns_ = [r["n"] for r in good]
+  for stage in ("total", "trunk", "ais", "heatmaps"):
+    ax1.loglog(ns_, [r["seconds"][stage] for r in good], "o-",
+               label=f"{stage} (n^{fits.get(stage, float('nan')):.2f})")
+  ax1.set_xlabel("images n"), ax1.set_ylabel("seconds"), ax1.legend()
+  ax2.loglog(ns_, [r["peak_rss_gb"] for r in good], "o-",
+             label=f"peak RSS (n^{fits.get('peak_rss', float('nan')):.2f})")
+  ax2.axhline(first["memory_budget_gb"], color="gray", ls="--", label="budget")
+  ax2.set_xlabel("images n"), ax2.set_ylabel("GB"), ax2.legend()
+  fig.suptitle(f"{first['weights']} ({first.get('trunk', 'real')} trunk), {first['precision']}, "
+               f"--memory_budget_gb={first['memory_budget_gb']}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
+def scaling_table(report: dict) -> str:
+  lines = ["| n | total s | trunk s | AIS s | heatmaps s | peak RSS GB | maps kept |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+  for r in report["runs"]:
+    if "error" in r:
+      lines.append(f"| {r['n']} | failed: {r['error'][-120:]!r} | | | | | |")
+      continue
+    s = r["seconds"]
+    lines.append(f"| {r['n']} | {s['total']:.0f} | {s['trunk']:.0f} | {s['ais']:.0f} | "
+                 f"{s['heatmaps']:.1f} | {r['peak_rss_gb']:.2f} | "
+                 f"{r['memory_plan']['keep_maps']} |")
+  if report["exponents"]:
+    lines.append("fitted exponents (log-log): " + ", ".join(
+        f"{k} {v:.2f}" for k, v in report["exponents"].items()))
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
+  if FLAGS.task == "float64_free":
+    report = float64_free_errors(FLAGS.n, FLAGS.data_seed)
+  elif FLAGS.task == "cohort":
+    report = cohort_run(FLAGS.n, FLAGS.data_seed, FLAGS.weights, FLAGS.memory_budget_gb,
+                        FLAGS.precision, FLAGS.trunk)
+    print("COHORT " + json.dumps(report), flush=True)
+  elif FLAGS.task == "scaling":
+    report = scaling([int(v) for v in FLAGS.ns], FLAGS.data_seed, FLAGS.weights,
+                     FLAGS.memory_budget_gb, FLAGS.precision, FLAGS.run_timeout_s, FLAGS.out,
+                     FLAGS.trunk)
+    print(scaling_table(report))
+    return
+  if FLAGS.task != "vgg":
+    if FLAGS.out:
+      with open(FLAGS.out, "w") as f:
+        json.dump(report, f, indent=2)
+    return
   report = run(FLAGS.n, FLAGS.modes, FLAGS.data_seed, FLAGS.a_budget_s, FLAGS.end_to_end,
                FLAGS.memory_budget_gb)
   report["command"] = (f"python -m experiments.benchmark --n={FLAGS.n} "
