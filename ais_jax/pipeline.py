@@ -441,9 +441,9 @@ def plan_memory(*, n: int, map_shape, input_shape, head, batch_size: int,
                     else max(1, min(batch_size, (free / share) // per_image)))
   engine_budget = max(free - engine_input - min(maps_bytes, free / 4) - trunk_batch * per_image,
                       0.05 * budget) / 2
-  # The engine cannot go below one map per chunk: its n x n rows and cohort matrices (about 8 of
-  # them in float64, measured: n = 2,000 took 0.53 GB over the runtime).
-  one_map = 8 * n * n * 8
+  # The engine cannot go below one map per chunk: its n x n rows and cohort matrices (measured:
+  # n = 2,000, Lite0, float64, one map per chunk took 0.53 GB over the runtime = 17 n^2 doubles).
+  one_map = 17 * n * n * 8
   return {"budget_gb": memory_budget_gb, "runtime_gb": runtime_bytes / gib, "free_gb": free / gib,
           "maps_gb": maps_bytes / gib, "keep_maps": bool(keep_maps),
           "engine_input_gb": engine_input / gib, "trunk_batch": trunk_batch,
