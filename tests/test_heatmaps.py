@@ -1,6 +1,7 @@
 """Heatmaps: golden values, weight rules (clipping, NaN, zero rows), upsampling against torch."""
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -171,7 +172,9 @@ def test_weighted_heatmaps_against_loop():
     (np.ones(5), r"weights must be \[K\] = \[6\] or \[n, K\] = \(3, 6\); got \(5,\)"),
     (np.ones((2, 6)), r"weights must be .*; got \(2, 6\)"),
     (np.ones((3, 6, 1)), r"got \(3, 6, 1\)"),
-    (np.array([1.0, np.nan, 1, 1, 1, 1]), "weights must be finite and nonnegative"),
+    (np.array([1.0, np.nan, 1, 1, 1, 1]), re.escape(
+        "weights must be finite and nonnegative (learned weights are; AIS values go through "
+        "heatmaps(), which clips them at 0)")),
     (np.array([1.0, np.inf, 1, 1, 1, 1]), "weights must be finite and nonnegative"),
     (np.array([1.0, -1e-300, 1, 1, 1, 1]), "weights must be finite and nonnegative"),
 ])
@@ -280,3 +283,13 @@ def test_overlay_clips_opacity_above_one():
   out = hm.overlay(image, heat, alpha=2.0, cmap="gray", value_alpha=False)
   # 2 * gray(1) - 0 = 2 -> 510 -> 255; 2 * gray(0) - 1 = -1 -> -255 -> 0.
   np.testing.assert_array_equal(out, [[[255, 255, 255], [0, 0, 0]]])
+
+
+def test_output_dtypes_follow_the_request_not_the_input():
+  maps64 = np.random.default_rng(33).random((2, 3, 3, 4))
+  with float64_scope():                                         # float64 exists: no silent cast
+    assert hm.weighted_heatmaps(maps64, np.ones(4)).dtype == jnp.float32
+    assert hm.weighted_heatmaps(maps64, np.ones(4), dtype=jnp.float64).dtype == jnp.float64
+    assert hm.mean_activation_maps(maps64).dtype == jnp.float32
+    assert hm.upsample(maps64[..., 0], (5, 5)).dtype == jnp.float64       # floats keep theirs
+    assert hm.upsample(np.ones((1, 2, 2), np.int64), (3, 3)).dtype == jnp.float32
