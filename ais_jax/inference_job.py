@@ -110,6 +110,59 @@ def _agreements_of(spec_head_maps, subjects, comparison: str) -> dict:
           "comparison": comparison}
 
 
+def model_agreements(label: str, result, comparison: str) -> dict:
+  """The analysed model's entry of the ``models`` mapping (as :func:`_agreements_of` gives for
+  the others)."""
+  return {label: {
+      "per_subject": {k: np.asarray(v).tolist() for k, v in result.subject_agreement.items()},
+      "mean_over_subjects": result.summary["baseline_agreement_mean_over_subjects"],
+      "mean_matrix": {comparison: result.baseline_agreement}, "comparison": comparison}}
+
+
+def other_model_agreements(label_head_maps: Sequence, subjects: np.ndarray,
+                           comparison: str) -> dict:
+  """``{label: agreements}`` of further models ``[(label, head, maps), ...]`` against the same
+  subjects (baseline only: no AIS)."""
+  return {label: _agreements_of((None, head, maps), subjects, comparison)
+          for label, head, maps in label_head_maps}
+
+
+def write_results(result, out: str, *, models: Mapping, names: Sequence[str],
+                  comparison: str = "pearson"):
+  """Writes an :class:`ais_jax.inference.InferenceResult` into ``out`` (the arrays and JSON
+  files of this module's docstring, ``images.txt`` and the figures) and returns
+  ``(report section, [files relative to out])``."""
+  from ais_jax.report import files as files_lib
+  from ais_jax.report import inference_section
+  os.makedirs(out, exist_ok=True)
+  files = _save(out, {
+      "cohort_ais": result.cohort_ais, "cohort_ais_ci": result.cohort_ais_ci,
+      "cohort_ais_p": result.p, "cohort_ais_p_fwer": result.p_fwer, "cohort_ais_q": result.q,
+      "top_m_frequency": result.top_m_frequency, "inactive_maps": result.inactive_maps,
+      "subject_cohort_ais": result.subject_cohort_ais,
+      "subject_per_image_ais": result.subject_per_image_ais,
+      "bootstrap_baseline": result.bootstrap_baseline, "null_baseline": result.null_baseline})
+  ceiling = {kind: {"lower": c["lower"], "upper": c["upper"], "method": c["method"],
+                    "per_subject_lower": np.asarray(c["per_subject_lower"]).tolist(),
+                    "per_subject_upper": np.asarray(c["per_subject_upper"]).tolist()}
+             for kind, c in result.noise_ceiling.items()}
+  files.append(os.path.basename(files_lib.write_json(
+      os.path.join(out, "noise_ceiling.json"), dict(ceiling, models=dict(models)))))
+  files.append(os.path.basename(files_lib.write_json(
+      os.path.join(out, "subject_agreement.json"), dict(models))))
+  if result.split_half is not None:
+    files.append(os.path.basename(files_lib.write_json(
+        os.path.join(out, "split_half.json"),
+        {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
+         for k, v in result.split_half.items()})))
+  with open(os.path.join(out, "images.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(names) + "\n")
+  files.append("images.txt")
+  section, figure_files = inference_section.section(result, out, models=models,
+                                                    comparison=comparison)
+  return section, files + list(figure_files)
+
+
 def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
         human_subjects: str = "", human_kind: Optional[str] = None,
         human_key: Optional[str] = None,
@@ -124,7 +177,6 @@ def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
   from ais_jax.io import runs
   from ais_jax.report import files as files_lib
   from ais_jax.report import index
-  from ais_jax.report import inference_section
   report = progress or (lambda message: None)
   started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   t0 = time.perf_counter()
@@ -150,10 +202,7 @@ def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
   except ValueError as e:
     raise UserInputError(None, str(e)) from None
   model_label = provenance.get("weights_name") or spec.name
-  models = {model_label: {
-      "per_subject": {k: np.asarray(v).tolist() for k, v in result.subject_agreement.items()},
-      "mean_over_subjects": result.summary["baseline_agreement_mean_over_subjects"],
-      "mean_matrix": {comparison: result.baseline_agreement}, "comparison": comparison}}
+  models = model_agreements(model_label, result, comparison)
   for other in compare_weights:
     o_spec, o_head, o_maps, o_prov = cohort_maps(other, imgs, batch_size=batch_size,
                                                  progress=progress)
@@ -161,33 +210,8 @@ def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
         (o_spec, o_head, o_maps), subjects, comparison)
     report(f"agreement of {other}: done")
 
-  os.makedirs(out, exist_ok=True)
-  files = _save(out, {
-      "cohort_ais": result.cohort_ais, "cohort_ais_ci": result.cohort_ais_ci,
-      "cohort_ais_p": result.p, "cohort_ais_p_fwer": result.p_fwer, "cohort_ais_q": result.q,
-      "top_m_frequency": result.top_m_frequency, "inactive_maps": result.inactive_maps,
-      "subject_cohort_ais": result.subject_cohort_ais,
-      "subject_per_image_ais": result.subject_per_image_ais,
-      "bootstrap_baseline": result.bootstrap_baseline, "null_baseline": result.null_baseline})
-  ceiling = {kind: {"lower": c["lower"], "upper": c["upper"], "method": c["method"],
-                    "per_subject_lower": np.asarray(c["per_subject_lower"]).tolist(),
-                    "per_subject_upper": np.asarray(c["per_subject_upper"]).tolist()}
-             for kind, c in result.noise_ceiling.items()}
-  files.append(os.path.basename(files_lib.write_json(
-      os.path.join(out, "noise_ceiling.json"), dict(ceiling, models=models))))
-  files.append(os.path.basename(files_lib.write_json(
-      os.path.join(out, "subject_agreement.json"), models)))
-  if result.split_half is not None:
-    files.append(os.path.basename(files_lib.write_json(
-        os.path.join(out, "split_half.json"),
-        {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
-         for k, v in result.split_half.items()})))
-  with open(os.path.join(out, "images.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(names) + "\n")
-  files.append("images.txt")
-  section, figure_files = inference_section.section(result, out, models=models,
-                                                    comparison=comparison)
-  files += figure_files
+  section, files = write_results(result, out, models=models, names=names,
+                                 comparison=comparison)
   summary = {
       "tool": "ais_jax.inference_job.run", "command": list(command or sys.argv),
       "flags": dict(flags or {}), "inputs": inputs,

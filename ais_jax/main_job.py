@@ -44,7 +44,8 @@ FLAG_NAMES = ("dataset", "data_dir", "n_images", "image_size", "planted_seed", "
               "human_labels", "human_key", "human_kind", "similarity", "comparison",
               "cohort_score", "precision", "batch_size", "memory_budget_gb", "folds", "seeds",
               "fold_seed", "min_test_images", "selection_score", "random_orders",
-              "match_weights", "saliency", "examples_per_group", "categories",
+              "match_weights", "saliency", "bootstrap", "permutations", "bootstrap_seed",
+              "permutation_seed", "examples_per_group", "categories",
               "save_feature_maps", "out")
 
 
@@ -81,6 +82,11 @@ class RunConfig:
   random_orders: int = 1
   match_weights: Optional[Sequence[str]] = None
   saliency: str = "spectral_residual"
+  # Inference section (cohorts with per-subject matrices: kriegeskorte92).
+  bootstrap: int = 1000
+  permutations: int = 1000
+  bootstrap_seed: int = 0
+  permutation_seed: int = 1
   examples_per_group: int = 4
   categories: str = ""   # a name,category CSV (ais_jax.io.categories); kriegeskorte92 has its own
   save_feature_maps: bool = False
@@ -167,6 +173,7 @@ def _build_report(config: RunConfig, out: str, final_out: str, *,
   from ais_jax.report import index
   from ais_jax.report import browser
   from ais_jax.report.sections import aim2, heatmaps, planted, reproduction, run_data
+  from ais_jax.report.sections import inference as inference_section
   from ais_jax.report.sections import saliency, selection, similarity, summary_text, top_maps
   report = progress or (lambda message: None)
   t_start = time.perf_counter()
@@ -290,6 +297,15 @@ def _build_report(config: RunConfig, out: str, final_out: str, *,
     results["saliency_rr_all_images"] = saliency_result["all_images"]
     stage("saliency", t)
 
+  inference_result = None
+  if cohort.subjects is not None:
+    t = time.perf_counter()
+    inference_result = inference_section.analyse(models, cohort, config, out, report)
+    if inference_result is not None:
+      files += inference_result["files"]
+      results["inference"] = inference_result["summary"]
+      stage("inference", t)
+
   # The report, section by section, then summary.json.
   t = time.perf_counter()
   flag_values = {k: v for k, v in dataclasses.asdict(config).items() if k != "overwrite"}
@@ -313,6 +329,8 @@ def _build_report(config: RunConfig, out: str, final_out: str, *,
     sections.append(aim2.category_section(category_result))
   if saliency_result is not None:
     sections.append(saliency.section(saliency_result))
+  if inference_result is not None:
+    sections.append(inference_section.section(inference_result))
   sections.append(reproduction.section(models, out, rerun))
   # The interactive browser beside index.html (linked from the page's introduction).
   files.append(os.path.relpath(browser.write_browser(

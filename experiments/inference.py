@@ -19,6 +19,7 @@ import sys
 from absl import flags
 
 from experiments import _common
+from experiments import _inference_flags
 
 FLAGS = _common.FLAGS
 _common.define_model_flags()
@@ -38,12 +39,7 @@ _common.define_path("data_dir", "", "Folder of the --dataset files.")
 _common.define_path_list("compare_weights", [], "Other weights whose baseline "
                     "agreement is drawn against the noise ceiling (e.g. "
                     "efficientnet_lite1_imagenet,efficientnet_lite2_imagenet).")
-_common.define_flag(flags.DEFINE_integer, "bootstrap", 1000, "Image resamples (0: none).",
-                    lower_bound=0)
-_common.define_flag(flags.DEFINE_integer, "permutations", 1000, "Joint row/column permutations "
-                    "of the human matrix (0: none).", lower_bound=0)
-_common.define_flag(flags.DEFINE_integer, "bootstrap_seed", 0, "Seed of the image resamples.")
-_common.define_flag(flags.DEFINE_integer, "permutation_seed", 1, "Seed of the permutations.")
+_inference_flags.define_resampling_flags()
 _common.define_flag(flags.DEFINE_integer, "split_seed", 2, "Seed of the subject half splits.")
 _common.define_flag(flags.DEFINE_integer, "split_halves", 100, "Random half splits of the "
                     "subjects for the split-half reliability (0: none).", lower_bound=0)

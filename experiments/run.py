@@ -45,6 +45,7 @@ from absl import flags
 
 from ais_jax import main_job
 from experiments import _common
+from experiments import _inference_flags
 from experiments import _report_flags
 
 FLAGS = _common.FLAGS
@@ -59,6 +60,7 @@ def define_flags() -> None:
   _common.define_output_flags()
   _common.define_selection_flags()
   _common.define_saliency_flag()
+  _inference_flags.define_resampling_flags()  # kriegeskorte92: the inference section
   define = _common.define_flag
   define(flags.DEFINE_enum, "dataset", None, list(main_job.DATASETS),
          "planted (default; generated, offline), kriegeskorte92 (--data_dir), or custom "

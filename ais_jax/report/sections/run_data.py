@@ -23,7 +23,9 @@ class Cohort:
 
   images: uint8 ``[n, H, W, 3]`` (or a list of ``[H_i, W_i, 3]`` for custom images of mixed size);
   human: float64 ``[n, n]``; names: n strings; groups: n labels (categories; one label if none);
-  inputs: provenance (paths, sha256s); planted: the PlantedCohort (planted only).
+  inputs: provenance (paths, sha256s); planted: the PlantedCohort (planted only);
+  subjects: float64 ``[S, n, n]`` per-subject similarities when the data set has them
+  (kriegeskorte92: 16 subjects, negated dissimilarities like ``human``), else None.
   """
   dataset: str
   images: Any
@@ -35,6 +37,7 @@ class Cohort:
   images_arg: Any = None   # what run_ais gets for --images (an array or the user's path)
   human_arg: Any = None
   planted: Any = None
+  subjects: Any = None
 
   @property
   def has_categories(self) -> bool:
@@ -78,7 +81,8 @@ def k92_cohort(config) -> Cohort:
   return Cohort("kriegeskorte92", d.images, d.similarity, list(d.image_names), groups, inputs,
                 "The 92 object images of Kriegeskorte et al. (2008) with the similarity "
                 "judgments of 16 subjects (Mur et al. 2013), averaged over subjects.",
-                images_arg=d.images, human_arg=d.similarity)
+                images_arg=d.images, human_arg=d.similarity,
+                subjects=-d.subject_dissimilarity.astype(np.float64))
 
 
 def custom_cohort(config) -> Cohort:
