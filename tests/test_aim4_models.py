@@ -160,8 +160,9 @@ def case(request, tmp_path_factory):
   checkpoint = weights.convert_file(root / f"{arch}.pth", root / "ckpt", arch=arch)
   human = _human()
   loaded = pipeline.load_model(checkpoint)  # (spec, variables, provenance, module)
+  # The budget counts every live buffer of the process (earlier cases' too): give it room.
   run = pipeline.run_ais(weights=loaded, images=images, human=human, precision="exact",
-                         batch_size=N)
+                         batch_size=N, memory_budget_gb=8.0)
   maps, logits = _torch_forward(arch, net, x)
   return dict(arch=arch, spec=spec, run=run, maps=maps, logits=logits, human=human,
               variables=loaded[1], module=loaded[3])
