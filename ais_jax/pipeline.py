@@ -787,8 +787,10 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
           "baseline_rows": baseline_rows,
           "inactive_image_map_pairs": (int((~np.asarray(active, bool)).sum())
                                        if active is not None else None),
+          # Undefined maps are never "top" (all undefined: an empty list).
           "cohort_ais_top10_maps": [int(i) for i in np.argsort(-np.nan_to_num(cohort, nan=-np.inf),
-                                                                 kind="stable")[:10]],
+                                                                 kind="stable")[:10]
+                                    if np.isfinite(cohort[i])],
       },
       "undefined": undefined,
       "float64": bool(result.options.get("float64", True)),

@@ -55,7 +55,8 @@ def main(argv):
   extra = write_figures(run)
   s = run.summary
   n, k = run.per_image_ais.shape
-  top = ", ".join(str(i) for i in s["results"]["cohort_ais_top10_maps"][:5])
+  top = (", ".join(str(i) for i in s["results"]["cohort_ais_top10_maps"][:5])
+         or "none (all undefined)")
   finite = run.cohort_ais[np.isfinite(run.cohort_ais)]
   largest = float(np.abs(finite).max()) if finite.size else float("nan")
   baseline = s["results"]["baseline_agreement"]  # None (JSON null) when undefined.

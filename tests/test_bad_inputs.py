@@ -62,7 +62,7 @@ def run_main(module: str, *args: str):
       _common.run(mod.main, argv=[f"experiments.{module}", *args])
       code = 0
     except SystemExit as e:
-      code = e.code
+      code = e.code or 0  # absl's sys.exit(main(argv)): None after a main that returned.
     finally:
       warnings.showwarning = saved_showwarning
   return code, out.getvalue(), err.getvalue()
@@ -337,7 +337,8 @@ def test_all_identical_images_finish_with_their_counts(env, tmp_path):
   assert np.isnan(run["per_image_ais"]).all() and np.isnan(run["cohort_ais"]).all()
   assert undefined["per_image_ais"]["count"] == run["per_image_ais"].size
   assert f"{run['per_image_ais'].size}/{run['per_image_ais'].size}" in out
-  assert "undefined" in out
+  assert "baseline agreement undefined" in out and "top cohort maps none" in out
+  assert run["summary"]["results"]["cohort_ais_top10_maps"] == []  # No undefined map is "top".
 
 
 def test_edited_run_is_refused_by_load_run(env, tmp_path):
