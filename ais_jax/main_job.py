@@ -149,11 +149,11 @@ def run_report(config: RunConfig, *, progress: Optional[Callable[[str], None]] =
   from ais_jax.io import runs
   from ais_jax.report import saliency_report
   out = config.out or default_out(config.dataset)
-  if (config.saliency not in saliency_report.NO_SALIENCY + (saliency_report.SPECTRAL_RESIDUAL,)
-      and not os.path.exists(config.saliency)):  # Read at the saliency stage: checked now.
+  looks_like_a_path = os.sep in config.saliency or config.saliency.endswith(".npy")
+  if looks_like_a_path and not os.path.exists(config.saliency):  # Read late: checked now.
     raise UserInputError("--saliency", f"{config.saliency}: no such file or folder; give a .npy "
-                         "[n, H, W], a folder of maps named like the images, "
-                         f"'{saliency_report.SPECTRAL_RESIDUAL}' or 'none'")
+                         "[n, H, W], a folder of maps named like the images, a built-in method "
+                         f"('{saliency_report.SPECTRAL_RESIDUAL}') or 'none'")
   with runs.staged_dir(out, overwrite=config.overwrite) as work:
     return _build_report(config, work, out, progress=progress, command=command)
 
