@@ -44,7 +44,7 @@ FLAG_NAMES = ("dataset", "data_dir", "n_images", "image_size", "planted_seed", "
               "human_labels", "human_key", "human_kind", "similarity", "comparison",
               "cohort_score", "precision", "batch_size", "memory_budget_gb", "folds", "seeds",
               "fold_seed", "min_test_images", "selection_score", "random_orders",
-              "match_weights", "saliency", "bootstrap", "permutations", "bootstrap_seed",
+              "match_weights", "saliency", "saliency_weights", "bootstrap", "permutations", "bootstrap_seed",
               "permutation_seed", "examples_per_group", "categories",
               "save_feature_maps", "out")
 
@@ -82,6 +82,7 @@ class RunConfig:
   random_orders: int = 1
   match_weights: Optional[Sequence[str]] = None
   saliency: str = "spectral_residual"
+  saliency_weights: str = ""   # --saliency=transalnet: its converted weights (transalnet_res)
   # Inference section (cohorts with per-subject matrices: kriegeskorte92).
   bootstrap: int = 1000
   permutations: int = 1000

@@ -4,6 +4,7 @@ everywhere:
 
     --save_overlays --colormap --alpha     (define_overlay_flags)
     --categories                           (define_categories_flag)
+    --saliency_weights                     (define_saliency_weights_flag)
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def define_categories_flag() -> None:
       "categories", "", "CSV 'name,category' with the category of each "
       "image (by the names the image loader reports): figures and the report group, order and "
       "label images by it; the 92-image set brings its own.", module_name=_caller())
+
+
+def define_saliency_weights_flag() -> None:
+  """--saliency_weights (the TranSalNet checkpoint of --saliency=transalnet)."""
+  _common.define_path(
+      "saliency_weights", "", "With --saliency=transalnet: converted TranSalNet weights (a "
+      "registered name or a checkpoint directory; default transalnet_res, converted once with "
+      "python -m convert.fetch --name=transalnet_res --src=TranSalNet_Res.pth).",
+      module_name=_caller())
 
 
 def _caller() -> str:

@@ -84,6 +84,7 @@ def define_flags() -> None:
   define(flags.DEFINE_integer, "examples_per_group", 4, "Heatmap grid: images shown per "
          "category (highest to lowest per-image agreement).", lower_bound=1)
   _report_flags.define_categories_flag()
+  _report_flags.define_saliency_weights_flag()
 
 
 def config_from_flags() -> main_job.RunConfig:

@@ -6,9 +6,15 @@ r"""Aim 3: AIS heatmaps vs saliency maps (precision-recall, relative risk, conto
 ``--ais_run`` is an output folder of ``experiments.ais``/``experiments.run``: its ``heatmaps.npy``
 ``[n, h, w]`` (map resolution), ``images.txt`` (one name per line) and ``summary.json`` (whose
 ``flags`` locate the images) are read. ``--saliency`` is ``spectral_residual`` (the built-in
-classical baseline), a ``.npy`` ``[n, H, W]`` or a folder of PNG/JPG/NPY maps named like the
-images; ``--saliency_fit=resize`` (default) resizes each map to its image, ``crop`` reproduces the
+classical baseline), ``transalnet`` (TranSalNet_Res through the authors' test-time path, with
+``--saliency_weights``, default the converted ``transalnet_res``; also writes
+``saliency_raw.npy [n, 288, 384]``, the network's output before the 8-bit postprocessing), a
+``.npy`` ``[n, H, W]`` or a folder of PNG/JPG/NPY maps named like the images;
+``--saliency_fit=resize`` (default) resizes each map to its image, ``crop`` reproduces the
 published code (keep the map's aspect ratio, cover the image, crop the centre).
+
+    python -m convert.fetch --name=transalnet_res --src=TranSalNet_Res.pth   # once
+    python -m experiments.saliency --ais_run=runs/k92_lite0 --saliency=transalnet
 
 Writes to ``--out``: ``rr_table.csv``/``.md`` (the paper's Table 1), ``rr_per_image.csv``,
 ``saliency.npy`` (maps used, image resolution; ``saliency.npz`` keyed by image name when image
@@ -44,6 +50,7 @@ _define(flags.DEFINE_integer, "n_examples", 8, "Images drawn in the contour figu
         "relative risk at top 10%: highest and lowest per dataset label).")
 _report_flags.define_overlay_flags()
 _report_flags.define_categories_flag()
+_report_flags.define_saliency_weights_flag()
 
 
 def main(argv: Sequence[str]) -> None:
@@ -60,7 +67,9 @@ def main(argv: Sequence[str]) -> None:
                            images=FLAGS.images or None, datasets=FLAGS.datasets or None,
                            categories=FLAGS.categories or None, n_examples=FLAGS.n_examples,
                            command=command, save_overlays=FLAGS.save_overlays,
-                           alpha=FLAGS.alpha, colormap=FLAGS.colormap)
+                           alpha=FLAGS.alpha, colormap=FLAGS.colormap,
+                           saliency_weights=FLAGS.saliency_weights,
+                           progress=_common.progress_printer(FLAGS.progress))
   except (ValueError, FileNotFoundError) as e:
     raise UserInputError(None, str(e)) from None
   with open(os.path.join(out, "rr_table.md")) as f:

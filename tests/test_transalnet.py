@@ -14,6 +14,8 @@ here (``ToPILImage``, ``cv2.resize``), not with the library's helpers.
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from ais_jax.io import pth  # noqa: E402
 from convert import tables  # noqa: E402
 
 KEYS_FILE = os.path.join(os.path.dirname(__file__), "data", "transalnet_res_keys.json")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,11 +262,10 @@ def test_padded_batches_compile_once(converted):
 
 
 def test_saliency_comparison_end_to_end_with_transalnet(converted, tmp_path):
-  """experiments.saliency's library path with --saliency=transalnet on converted random weights:
-  RR table, PR curves, contours, and saliency_raw.npy equal to the network's output."""
+  """python -m experiments.saliency --saliency=transalnet on converted random weights: RR table,
+  PR curves, contours, and saliency_raw.npy equal to the PyTorch reference's output."""
   from ais_jax.io import runs
   from ais_jax.io import weights as weights_io
-  from ais_jax.report import saliency_report
   net, _, _ = converted
   torch.save(net.state_dict(), tmp_path / "TranSalNet_Res.pth")
   checkpoint = weights_io.convert_file(tmp_path / "TranSalNet_Res.pth", tmp_path / "tsn",
@@ -276,8 +278,12 @@ def test_saliency_comparison_end_to_end_with_transalnet(converted, tmp_path):
                  {"flags": {"images": str(tmp_path / "images.npy")}},
                  image_names=[f"im{i}.png" for i in range(3)])
   out = tmp_path / "out"
-  summary = saliency_report.run_saliency(str(run), "transalnet", str(out), n_examples=2,
-                                         saliency_weights=checkpoint)
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.saliency", f"--ais_run={run}", "--saliency=transalnet",
+       f"--saliency_weights={checkpoint}", f"--out={out}", "--n_examples=2", "--noprogress"],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  summary = json.load(open(out / "saliency_summary.json"))
   for name in ("rr_table.csv", "rr_per_image.csv", "saliency.npy", "saliency_raw.npy",
                "pr_curves.png", "contours.png", "saliency_summary.json"):
     assert os.path.getsize(out / name) > 0, name
@@ -293,3 +299,9 @@ def test_saliency_comparison_end_to_end_with_transalnet(converted, tmp_path):
   assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
   assert summary["saliency"] == "transalnet" and summary["saliency_weights"] == checkpoint
   assert len(summary["rr_all_images"]) == 3
+  # A checkpoint of another kind of model is refused with one line naming the flag.
+  bad = subprocess.run(
+      [sys.executable, "-m", "experiments.saliency", f"--ais_run={run}", "--saliency=transalnet",
+       "--saliency_weights=efficientnet_lite0_imagenet", f"--out={tmp_path / 'bad'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --saliency_weights")

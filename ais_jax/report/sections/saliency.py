@@ -16,7 +16,9 @@ def maps(cohort, config, report) -> Optional[list]:
     return None
   report(f"saliency: {config.saliency} on {len(cohort.names)} images")
   try:
-    return saliency_report.saliency_maps(cohort.images, cohort.names, config.saliency)
+    return saliency_report.saliency_maps(cohort.images, cohort.names, config.saliency,
+                                         saliency_weights=config.saliency_weights,
+                                         progress=report)
   except (ValueError, FileNotFoundError) as e:  # A --saliency file or folder that does not fit.
     from ais_jax.errors import UserInputError
     raise UserInputError("--saliency", str(e)) from None
@@ -30,6 +32,7 @@ def analyse(model, cohort, sal_maps: list, config, out_dir: str, *,
   sdir = os.path.join(out_dir, "saliency")
   result = saliency_report.compare(cohort.images, model.run.heatmaps, cohort.names, cohort.groups,
                                    sdir, saliency=config.saliency, maps=sal_maps,
+                                   saliency_weights=config.saliency_weights,
                                    # The folder after the run's swap, not the staging one.
                                    ais_run=os.path.join(config.out or out_dir,
                                                         os.path.relpath(model.folder, out_dir)),
