@@ -4,6 +4,11 @@
 #   pip install mutmut==3.8.1
 #   bash experiments/mutation.sh stats            # one module
 #   bash experiments/mutation.sh all              # every module in the table below
+#   bash experiments/mutation.sh heatmaps 'ais_jax.heatmaps.x_overlay__mutmut_*'
+#                                  # only these mutants (after adding tests for a run's survivors);
+#                                  # written to <module>.rerun.txt, the full run's file is kept
+#   MUTATION_TIME_LIMIT=1800 bash experiments/mutation.sh saliency
+#                                  # stop after 30 min; unfinished mutants count as "not checked"
 #
 # Each run works in a fresh clone of the current commit under $TMPDIR (the working tree is never
 # touched), mutates one module, runs the tests listed for it against every mutant (mutmut runs only
@@ -35,6 +40,7 @@ declare -A TESTS=(
 
 run_one() {
   local module="$1"
+  shift
   local tests="${TESTS[$module]:?unknown module $module; one of: ${!TESTS[*]}}"
   local work
   work="$(mktemp -d)"
@@ -50,16 +56,18 @@ pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]
 process_isolation = "forkserver"
 EOF
   local start=$SECONDS
-  AIS_JAX_SHARED="$shared" mutmut run --max-children "${MUTMUT_CHILDREN:-1}" >/dev/null 2>&1 || true
+  AIS_JAX_SHARED="$shared" ${MUTATION_TIME_LIMIT:+timeout "$MUTATION_TIME_LIMIT"} \
+    mutmut run --max-children "${MUTMUT_CHILDREN:-1}" "$@" >/dev/null 2>&1 || true
   mkdir -p "$results/$(dirname "$module")"
   local out="$results/$module.txt"
+  [[ $# -gt 0 ]] && out="$results/$module.rerun.txt"
   {
-    echo "# mutmut on ais_jax/$module.py ($(git rev-parse --short HEAD)), tests: $tests"
+    echo "# mutmut on ais_jax/$module.py ($(git rev-parse --short HEAD)), tests: $tests${1:+, mutants: $*}"
     echo "# $((SECONDS - start)) s on $(nproc) cores"
     AIS_JAX_SHARED="$shared" mutmut results --all true 2>/dev/null | awk -F': ' '{print $2}' | sort | uniq -c
     for m in $(AIS_JAX_SHARED="$shared" mutmut results 2>/dev/null | awk -F: '/survived/ {print $1}'); do
       echo "== $m"
-      AIS_JAX_SHARED="$shared" mutmut show "$m" 2>/dev/null | grep '^[-+] ' || true
+      AIS_JAX_SHARED="$shared" mutmut show "$m" 2>/dev/null | grep -E '^[-+]([^-+]|$)' || true
     done
   } > "$out"
   cd "$repo"
@@ -70,5 +78,5 @@ EOF
 if [[ "${1:-}" == "all" ]]; then
   for module in "${!TESTS[@]}"; do run_one "$module"; done
 else
-  run_one "${1:?usage: bash experiments/mutation.sh MODULE|all}"
+  run_one "${1:?usage: bash experiments/mutation.sh MODULE|all [MUTANT_PATTERN...]}" "${@:2}"
 fi

@@ -291,5 +291,7 @@ def test_output_dtypes_follow_the_request_not_the_input():
     assert hm.weighted_heatmaps(maps64, np.ones(4)).dtype == jnp.float32
     assert hm.weighted_heatmaps(maps64, np.ones(4), dtype=jnp.float64).dtype == jnp.float64
     assert hm.mean_activation_maps(maps64).dtype == jnp.float32
+    assert hm.heatmaps(maps64, np.ones((2, 4))).dtype == jnp.float32
+    assert hm.ais_weights(np.ones(3, np.float16)).dtype == jnp.float16   # the input's float dtype
     assert hm.upsample(maps64[..., 0], (5, 5)).dtype == jnp.float64       # floats keep theirs
     assert hm.upsample(np.ones((1, 2, 2), np.int64), (3, 3)).dtype == jnp.float32
