@@ -295,3 +295,4 @@ def test_output_dtypes_follow_the_request_not_the_input():
     assert hm.ais_weights(np.ones(3, np.float16)).dtype == jnp.float16   # the input's float dtype
     assert hm.upsample(maps64[..., 0], (5, 5)).dtype == jnp.float64       # floats keep theirs
     assert hm.upsample(np.ones((1, 2, 2), np.int64), (3, 3)).dtype == jnp.float32
+  assert hm.upsample(np.ones((1, 2, 2), np.float16), (3, 3)).dtype == jnp.float16
