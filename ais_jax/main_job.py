@@ -370,6 +370,9 @@ def _build_report(config: RunConfig, out: str, final_out: str, *,
                            "run_folder": os.path.relpath(m.folder, out)} for m in models},
       "environment": _environment(), "results": results, "timings_s": timings,
       "files": file_records,
+      # Which AIS path ran (issue 15): False where the backend has no float64 (TPU) or
+      # AIS_JAX_FLOAT64=0; the model run folders record it too.
+      "float64": all(m.run.summary.get("float64", True) for m in models),
   }
   files_lib.write_json(os.path.join(out, "summary.json"), summary)
   report(f"wrote {final_out}/index.html and {len(file_records)} files in "
