@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks the issues ask for, as one script for a lent GPU machine (not CI); about 10
 # minutes on one H100 (each step has its own time limit, so one slow step cannot eat the rest):
-#   1. AIS-stage benchmark on VGG16 shapes, n = 120 (every precision mode), 480 and 2000 (exact).
+#   1. AIS-stage benchmark on VGG16 shapes, n = 120 (every precision mode), 480 and 2000 (exact);
+#      at 480 and 2000 the time limit usually stops the CPU-torch baselines after the
+#      "ais_jax: exact ... s" lines of the log, which are the figures wanted there.
 #   2. EfficientNet-Lite0 whole runs (trunk + per-image and cohort AIS + heatmaps) on synthetic
 #      images, n = 120, 480, 2000, --memory_budget_gb=8: stage times, peak RSS, memory plan.
 #   3. The float64-free path (AIS_JAX_FLOAT64=0) against float64: VGG16 fc head (random
