@@ -435,6 +435,8 @@ def run(main: Callable[[list], None], argv: list | None = None) -> None:
   """
   define_flag(flags.DEFINE_bool, "debug", False, "On an error, also print the Python traceback "
               "(for bug reports).")
+  from ais_jax import distributed  # --coordinator_address --num_processes --process_id
+  distributed.define_distributed_flags()
   _interrupt.update(count=0, in_process=argv is not None)
   previous_handler = signal.getsignal(signal.SIGINT)
   signal.signal(signal.SIGINT, _on_sigint)
@@ -448,6 +450,7 @@ def run(main: Callable[[list], None], argv: list | None = None) -> None:
       _fail(f"command line: unexpected arguments {argv[1:]}; every option is a --flag=value")
     debug = FLAGS.debug
     try:
+      distributed.initialize_from_flags()
       main(argv)
     except UserInputError as e:
       _fail(str(e), debug=debug)
