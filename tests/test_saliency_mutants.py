@@ -6,6 +6,7 @@ function under test."""
 
 import csv
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -71,7 +72,9 @@ def test_rr_table_hand_built_result():
   nan = np.nan
   res = _result([[1.0, nan], [3.0, 2.0], [nan, nan], [4.0, 6.0]],
                 [[0, 1], [0, 0], [3, 1], [0, 0]])
-  rows = sal.rr_table(res, ["x", "x", "y", "y"])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")          # no sd/mean of too few values is even attempted
+    rows = sal.rr_table(res, ["x", "x", "y", "y"])
   by = {(r["dataset"], r["top"]): r for r in rows}
   assert [(r["dataset"], r["top"]) for r in rows] == [
       ("x", 5.0), ("x", 10.0), ("y", 5.0), ("y", 10.0), ("all images", 5.0), ("all images", 10.0)]
@@ -88,7 +91,9 @@ def test_rr_table_hand_built_result():
   assert by[("all images", 10.0)]["undefined_reasons"] == "empty_salient_set=2"
   numbered = sal.rr_table(res, [1, 1, 2, 2])                   # labels are written as text
   assert [r["dataset"] for r in numbered[::2]] == ["1", "2", "all images"]
-  mixed = sal.rr_table(_result([[nan], [nan], [nan]], [[3], [1], [1]], top=(15,)))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    mixed = sal.rr_table(_result([[nan], [nan], [nan]], [[3], [1], [1]], top=(15,)))
   assert mixed == [{"dataset": "all", "top": 15.0, "mean": mixed[0]["mean"], "sd": mixed[0]["sd"],
                     "n": 0, "n_undefined": 3,
                     "undefined_reasons": "empty_salient_set=2; zero_risk_outside_salient=1"}]
@@ -257,6 +262,7 @@ def test_fit_to_image_colour_tall_and_errors():
   assert got.shape == (5, 3) and got.dtype == np.float64
   np.testing.assert_allclose(got, ref, atol=1e-5)
   same_ratio = sal.fit_to_image(gray, (16, 12), fit="crop")                        # ratios agree
+  assert sal.fit_to_image(gray, (16, 12)).dtype == np.float64   # load_saliency promises float64
   np.testing.assert_allclose(same_ratio, _torch_resize(gray, (16, 12)), atol=2e-6)
   with pytest.raises(ValueError, match=r"saliency map must be \[h, w\]; got shape \(8, 6, 2\)"):
     sal.fit_to_image(colour[..., :2], (8, 6))
