@@ -131,6 +131,7 @@ def test_relative_risk_conditional_probabilities_by_hand():
   assert res.p_cr_not_sal[0, 0] == 1 / 8                 # (0,1) of the other 8
   assert res.rr[0, 0] == 4.0 and res.reason[0, 0] == sal.RR_OK
   assert res.reason.dtype.kind == "i"
+  assert res.rr.dtype == res.p_cr_sal.dtype == res.p_cr_not_sal.dtype == np.float64
   flat = sal.relative_risk(a, np.full_like(s, 3.0), top=(20,))          # nothing salient
   assert np.isnan(flat.p_cr_sal[0, 0]) and flat.p_cr_not_sal[0, 0] == 0.2
 
