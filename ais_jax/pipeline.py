@@ -119,13 +119,15 @@ def _require_weights(weights) -> None:
                        "about human judgments)")
 
 
-def load_model(weights, arch: Optional[str] = None):
+def load_model(weights, arch: Optional[str] = None, *, kind: str = "embedding"):
   """Loads trained weights and builds their module.
 
   Args:
     weights: a registry name or a checkpoint directory (``--weights``), or an already loaded
       ``(spec, variables, provenance)`` or ``(spec, variables, provenance, module)`` tuple.
     arch: if given, must match the weights' architecture (``--arch``).
+    kind: the kind of model the caller needs ('embedding' for AIS; 'saliency' for TranSalNet):
+      weights of another kind are refused.
 
   Returns:
     ``(spec, variables, provenance, module)``: the model spec (with the checkpoint's
@@ -160,6 +162,13 @@ def load_model(weights, arch: Optional[str] = None):
       if "--weights" in message:
         raise UserInputError(None, message) from None
       raise UserInputError(f"--weights {weights}", message) from None
+  if spec.kind != kind:
+    label = weights if not isinstance(weights, tuple) else spec.name
+    problem = f"holds a {spec.kind} model ({spec.name}), not a model of kind {kind!r}"
+    if kind == "embedding":
+      problem += ("; AIS needs a CNN with a trunk and a head (e.g. efficientnet_lite0_imagenet); "
+                  "saliency models go to experiments.saliency --saliency_weights")
+    raise UserInputError(f"--weights {label}", problem)
   if arch and arch != spec.name:
     label = weights if not isinstance(weights, tuple) else (
         provenance.get("weights_name") or "the given weights")

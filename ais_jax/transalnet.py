@@ -132,7 +132,13 @@ def load(weights: str):
   """``(module, variables, provenance)`` of converted TranSalNet weights (a registry name such as
   'transalnet_res' or a checkpoint directory), refusing weights of another kind of model."""
   from ais_jax import pipeline  # pylint: disable=g-import-not-at-top
-  spec, variables, provenance, module = pipeline.load_model(weights)
+  try:
+    spec, variables, provenance, module = pipeline.load_model(weights, kind="saliency")
+  except UserInputError as e:
+    raise UserInputError(f"--saliency_weights {weights}",
+                         f"{e.problem}; convert the authors' "
+                         "file with python -m convert.fetch --name=transalnet_res --src=FILE"
+                         ) from None
   if spec.family != "transalnet":
     raise UserInputError(f"--saliency_weights {weights}",
                          f"holds {spec.name!r} weights, not a TranSalNet; convert the authors' "

@@ -305,3 +305,14 @@ def test_saliency_comparison_end_to_end_with_transalnet(converted, tmp_path):
        "--saliency_weights=efficientnet_lite0_imagenet", f"--out={tmp_path / 'bad'}"],
       cwd=REPO, capture_output=True, text=True, timeout=900)
   assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --saliency_weights")
+
+
+def test_saliency_weights_are_refused_for_ais(converted, tmp_path):
+  """TranSalNet weights given to the AIS pipeline: one clear error, not a failure deep inside."""
+  from ais_jax import pipeline
+  from ais_jax.errors import UserInputError
+  _, module, variables = converted
+  spec = models.get("transalnet_res")
+  with pytest.raises(UserInputError, match=r"--weights transalnet_res: holds a saliency model "
+                                           r".*saliency_weights"):
+    pipeline.load_model((spec, variables, {"arch": "transalnet_res"}, module))
