@@ -25,12 +25,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ais_jax.io import environment as environment_lib
 from ais_jax.report import files as files_lib
 
 DATASETS = ("planted", "kriegeskorte92", "custom")
@@ -96,20 +96,6 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _environment() -> dict:
-  import flax
-  import jax
-  import matplotlib
-  import PIL
-  import scipy
-  import ais_jax
-  return {"python": sys.version.split()[0], "ais_jax": ais_jax.__version__,
-          "jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__,
-          "scipy": scipy.__version__, "matplotlib": matplotlib.__version__,
-          "pillow": PIL.__version__, "backend": jax.default_backend(),
-          "devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()]}
 
 
 def default_out(dataset: str) -> str:
@@ -368,7 +354,7 @@ def _build_report(config: RunConfig, out: str, final_out: str, *,
       "models": {m.label: {"weights": m.weights, "spec": m.spec.metadata(),
                            "checkpoint": {k: v for k, v in m.provenance.items() if k != "shapes"},
                            "run_folder": os.path.relpath(m.folder, out)} for m in models},
-      "environment": _environment(), "results": results, "timings_s": timings,
+      "environment": environment_lib.environment(), "results": results, "timings_s": timings,
       "files": file_records,
       # Which AIS path ran (issue 15): False where the backend has no float64 (TPU) or
       # AIS_JAX_FLOAT64=0; the model run folders record it too.

@@ -29,16 +29,14 @@ import datetime
 import functools
 import hashlib
 import os
-import platform
-import sys
 import time
 import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-import ais_jax
 from ais_jax.errors import UserInputError
+from ais_jax.io import environment as environment_lib
 from ais_jax.io import images as images_io
 from ais_jax.io import runs
 
@@ -539,23 +537,6 @@ def head_logits(module, variables, maps: np.ndarray, *,
   return np.concatenate(parts)
 
 
-def _environment() -> dict:
-  import jax
-  import flax
-  env = {"python": sys.version.split()[0], "platform": platform.platform(),
-         "ais_jax_version": ais_jax.__version__, "jax_version": jax.__version__,
-         "flax_version": flax.__version__, "numpy_version": np.__version__,
-         "backend": jax.default_backend(),
-         "devices": [{"id": d.id, "platform": d.platform, "kind": d.device_kind}
-                     for d in jax.devices()]}
-  try:
-    import jaxlib
-    env["jaxlib_version"] = jaxlib.__version__
-  except Exception:  # jaxlib always exists with jax; the version is informative only.
-    pass
-  return env
-
-
 def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional[str] = None,
             image_list: Optional[str] = None, image_names: Optional[Sequence[str]] = None,
             tfds_data_dir: Optional[str] = None, human_labels: Optional[str] = None,
@@ -806,7 +787,7 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
       "memory_plan": memory,
       "distributed": {"processes": distributed.process_count(),
                       "mesh": dict(mesh.shape) if mesh is not None else None},
-      "environment": _environment(),
+      "environment": environment_lib.environment(),
       "engine": {"options": dict(getattr(result, "options", None) or {}),
                  "timings_s": dict(result.timings or {})},
       "warnings": run_warnings,

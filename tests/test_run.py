@@ -65,7 +65,7 @@ def test_summary_records_what_reruns_it(runs):
   assert summary["flags"]["n_images"] == 8 and summary["flags"]["planted_seed"] == 1
   assert "--n_images=8" in summary["rerun"] and "--planted_seed=1" in summary["rerun"]
   assert summary["inputs"]["images_sha256"] and summary["inputs"]["human_sha256"]
-  assert summary["environment"]["jax"] and summary["models"]["Lite0"]["weights"]
+  assert summary["environment"]["jax_version"] and summary["models"]["Lite0"]["weights"]
   assert summary["seeds"]["selection_folds"] == [0]
   # The AIS run folder reads back and matches the summary's counts.
   from ais_jax.io import load_run
