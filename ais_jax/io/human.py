@@ -108,16 +108,22 @@ def _is_candidate(value) -> bool:
           and min(value.shape) > 1)
 
 
-def _load_mat(path: str, key: str | None) -> np.ndarray:
+def read_mat_variables(path: str, *, save_hint: str = ".npy/.csv") -> dict:
+  """The variables of a MATLAB file (``scipy.io.loadmat``, MATLAB's own ``__header__`` entries
+  left out); unreadable files and v7.3 (HDF5) files are a :class:`UserInputError` naming ``path``."""
   import scipy.io
   try:
     contents = scipy.io.loadmat(path)
   except NotImplementedError:
-    raise UserInputError(path, "MATLAB v7.3 (HDF5) files are not supported; save the matrix "
-                         "with save(..., '-v7') or as .npy/.csv") from None
+    raise UserInputError(path, "MATLAB v7.3 (HDF5) files are not supported; save with "
+                         f"save(..., '-v7') or as {save_hint}") from None
   except Exception as e:
     raise UserInputError(path, f"cannot read it as a .mat file ({type(e).__name__}: {e})") from None
-  variables = {k: v for k, v in contents.items() if not k.startswith("__")}
+  return {k: v for k, v in contents.items() if not k.startswith("__")}
+
+
+def _load_mat(path: str, key: str | None) -> np.ndarray:
+  variables = read_mat_variables(path)
   candidates = sorted(k for k, v in variables.items() if _is_candidate(v))
   if key:
     if key not in variables:

@@ -65,15 +65,7 @@ def _struct_matrices(path: str, value, field):
 
 
 def _load_mat(path: str, key, field):
-  import scipy.io
-  try:
-    contents = scipy.io.loadmat(path)
-  except NotImplementedError:
-    raise UserInputError(path, "MATLAB v7.3 (HDF5) files are not supported; save with "
-                         "'-v7' or as .npy") from None
-  except Exception as e:
-    raise UserInputError(path, f"cannot read it as a .mat file ({type(e).__name__}: {e})") from None
-  variables = {k: v for k, v in contents.items() if not k.startswith("__")}
+  variables = human_io.read_mat_variables(path, save_hint=".npy")
 
   def usable(v):
     return isinstance(v, np.ndarray) and ((v.dtype.kind in "fiub" and v.ndim == 3)
