@@ -6,6 +6,7 @@ function under test."""
 
 import csv
 import math
+import re
 import warnings
 
 import numpy as np
@@ -186,7 +187,9 @@ def test_precision_recall_hand_worked_and_inputs():
     (np.full((3, 3), np.inf), None, "image 0: the AIS or saliency map holds NaN/inf"),
     (np.full((3, 3), np.nan), None, "NaN/inf"),
     (None, np.full((3, 3), -np.inf), "NaN/inf"),
-    (None, np.zeros((3, 4)), r"image 0: AIS map \(3, 3\) and saliency map \(3, 4\) differ; upsample"),
+    (None, np.zeros((3, 4)), re.escape(
+        "image 0: AIS map (3, 3) and saliency map (3, 4) differ; upsample the heatmap "
+        "(ais_jax.heatmaps.upsample) and fit the saliency map to the image first")),
 ])
 def test_bad_map_inputs(bad_a, bad_s, match):
   a = np.arange(9.0).reshape(3, 3) if bad_a is None else bad_a
