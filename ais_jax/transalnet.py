@@ -139,10 +139,6 @@ def load(weights: str):
                          f"{e.problem}; convert the authors' "
                          "file with python -m convert.fetch --name=transalnet_res --src=FILE"
                          ) from None
-  if spec.family != "transalnet":
-    raise UserInputError(f"--saliency_weights {weights}",
-                         f"holds {spec.name!r} weights, not a TranSalNet; convert the authors' "
-                         "file with python -m convert.fetch --name=transalnet_res --src=FILE")
   return module, variables, provenance
 
 

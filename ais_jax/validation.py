@@ -173,3 +173,13 @@ def undefined_summary(values, axis_names: Sequence[str], *, limit: int = 50) -> 
     per = nan.reshape(v.shape[0], -1).sum(axis=1)
     out[f"per_{axis_names[0]}"] = {int(i): int(c) for i, c in enumerate(per) if c}
   return out
+
+
+def repeated(items) -> list:
+  """The items that occur more than once, in the order of their second occurrence."""
+  seen, repeats = set(), []
+  for item in items:
+    if item in seen:
+      repeats.append(item)
+    seen.add(item)
+  return repeats

@@ -6,8 +6,6 @@ defined once here so their meaning is the same in both:
 
 from __future__ import annotations
 
-import sys
-
 from absl import flags
 
 from experiments import _common
@@ -15,8 +13,7 @@ from experiments import _common
 
 def define_resampling_flags() -> None:
   """--bootstrap, --permutations and their seeds (registered for the calling module)."""
-  module = sys._getframe(1).f_globals["__name__"]  # pylint: disable=protected-access
-  module = sys.argv[0] if module == "__main__" else module
+  module = _common._caller_module(1)  # pylint: disable=protected-access
   _common.define_flag(flags.DEFINE_integer, "bootstrap", 1000, "Image resamples for the "
                       "intervals of the baseline agreement and of every map's cohort AIS "
                       "(0: none).", lower_bound=0, module_name=module)

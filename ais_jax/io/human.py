@@ -182,11 +182,7 @@ def match_labels(labels: Sequence[str], image_names: Sequence[str], *, source: s
     images; the message lists the first differences.
   """
   labels = [str(l) for l in labels]
-  seen, duplicates = set(), []
-  for l in labels:
-    if l in seen:
-      duplicates.append(l)
-    seen.add(l)
+  duplicates = validation.repeated(labels)
   if duplicates:
     raise UserInputError(source, f"duplicate labels {duplicates[:5]}; each image must appear "
                          "once")

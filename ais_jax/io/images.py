@@ -103,6 +103,7 @@ def prepare(images: Any, spec, *, rule: str | None = None) -> np.ndarray:
 import os
 import warnings
 
+from ais_jax import validation
 from ais_jax.errors import UserInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -171,11 +172,7 @@ def _read_image_list(list_path: str) -> list[str]:
   names = [line.strip() for line in lines if line.strip()]
   if not names:
     raise UserInputError(list_path, "the image list is empty; write one file name per line")
-  seen, dups = set(), []
-  for name in names:
-    if name in seen:
-      dups.append(name)
-    seen.add(name)
+  dups = validation.repeated(names)
   if dups:
     raise UserInputError(list_path, f"file names listed more than once: {dups[:5]}; each image "
                          "must appear once")
