@@ -164,17 +164,7 @@ def load_image_set(config: SweepConfig) -> ImageSet:
     if config.images or config.human:
       raise UserInputError("--dataset", "kriegeskorte92 brings its own images and judgments; "
                            "drop --images/--human or drop --dataset")
-    data_dir, allow_download = config.data_dir, False
-    if not data_dir:
-      from ais_jax.io import weights as weights_io
-      data_dir = os.path.join(weights_io.cache_dir(), "data", "kriegeskorte92")
-      allow_download = True
-    try:
-      d = kriegeskorte92.load(os.path.expanduser(data_dir), allow_download=allow_download)
-    except (FileNotFoundError, ValueError, OSError) as e:
-      raise UserInputError("--data_dir", f"{e} (offline: point --data_dir at a folder holding "
-                           f"{kriegeskorte92.STIMULI_FILE} and {kriegeskorte92.JUDGMENTS_FILE})"
-                           ) from None
+    d, _ = kriegeskorte92.load_for_command(config.data_dir)
     images, human, names = d.images, d.similarity, list(d.image_names)
     categories = [d.category_names[c] for c in d.categories]
     inputs = {"dataset": dataset, "files_sha256": dict(kriegeskorte92.SHA256),

@@ -97,3 +97,27 @@ def load(data_dir: str, *, verify: bool = True, allow_download: bool = False) ->
   return Kriegeskorte92(images=images, categories=categories, category_names=CATEGORIES,
                         subject_dissimilarity=subject_dis,
                         subject_names=tuple(str(r["name"]) for r in rdms), image_names=names)
+
+
+def load_for_command(data_dir: str) -> tuple[Kriegeskorte92, str]:
+  """``--data_dir`` as the commands take it: a folder holding the two files, or empty for the
+  cache (``$AIS_JAX_HOME/data/kriegeskorte92``), filled from the public rsatoolbox copy (needs
+  internet; both files are checked against their sha256 before use).
+
+  Returns:
+    ``(data, the folder read)``.
+
+  Raises:
+    UserInputError naming ``--data_dir`` when the files are missing, corrupt or unreachable.
+  """
+  from ais_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  allow_download = not data_dir
+  if allow_download:
+    from ais_jax.io import weights as weights_io  # pylint: disable=g-import-not-at-top
+    data_dir = os.path.join(weights_io.cache_dir(), "data", "kriegeskorte92")
+  data_dir = os.path.expanduser(data_dir)
+  try:
+    return load(data_dir, allow_download=allow_download), data_dir
+  except (FileNotFoundError, ValueError, OSError) as e:
+    raise UserInputError("--data_dir", f"{e} (offline: point --data_dir at a folder holding "
+                         f"{STIMULI_FILE} and {JUDGMENTS_FILE})") from None

@@ -60,20 +60,7 @@ def planted_cohort(config) -> Cohort:
 
 def k92_cohort(config) -> Cohort:
   from ais_jax.data import kriegeskorte92
-  from ais_jax.errors import UserInputError
-  data_dir, allow_download = config.data_dir, False
-  if not data_dir:
-    # No folder given: the cache, filled from the public rsatoolbox copy (needs internet; both
-    # files are checked against their sha256 before use).
-    from ais_jax.io import weights as weights_io
-    data_dir = os.path.join(weights_io.cache_dir(), "data", "kriegeskorte92")
-    allow_download = True
-  try:
-    d = kriegeskorte92.load(data_dir, allow_download=allow_download)
-  except (FileNotFoundError, ValueError, OSError) as e:
-    raise UserInputError("--data_dir", f"{e} (offline: point --data_dir at a folder holding "
-                         f"{kriegeskorte92.STIMULI_FILE} and {kriegeskorte92.JUDGMENTS_FILE})"
-                         ) from None
+  d, data_dir = kriegeskorte92.load_for_command(config.data_dir)
   inputs = {"data_dir": os.path.abspath(data_dir),
             "files_sha256": dict(kriegeskorte92.SHA256), "sha256_verified": True,
             "human": "subject-averaged dissimilarity of 16 subjects, negated (S = -D)"}
