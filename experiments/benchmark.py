@@ -59,6 +59,8 @@ flags.DEFINE_enum("trunk", "real", ["real", "standin"], "--task=cohort/scaling: 
                   "heatmaps, memory) is the real pipeline.")
 flags.DEFINE_string("weights", "efficientnet_lite0_imagenet", "Weights of --task=cohort/scaling.")
 flags.DEFINE_string("precision", "exact", "Precision of --task=cohort/scaling.")
+flags.DEFINE_enum("similarity", "pearson", ["pearson", "spearman", "cosine"],
+                  "First-order similarity of --task=cohort/scaling.")
 flags.DEFINE_float("run_timeout_s", 3600, "Time limit of each run of --task=scaling.")
 
 K, SIDE, POOLED, D1, D2 = 512, 14, 7, 4096, 4096
@@ -457,7 +459,7 @@ def standin_model(weights: str):
 
 
 def cohort_run(n: int, seed: int, weights: str, memory_budget_gb: float, precision: str,
-               trunk: str = "real") -> dict:
+               trunk: str = "real", similarity: str = "pearson") -> dict:
   """One whole run (trunk, per-image + cohort AIS, heatmaps) on ``n`` synthetic images."""
   import tempfile
   from ais_jax import pipeline
@@ -467,12 +469,13 @@ def cohort_run(n: int, seed: int, weights: str, memory_budget_gb: float, precisi
     rss_start = pipeline.current_rss_bytes()
     t = time.perf_counter()
     result = pipeline.run_ais(weights=model, images=images, human=np.load(human),
-                              precision=precision, memory_budget_gb=memory_budget_gb)
+                              precision=precision, memory_budget_gb=memory_budget_gb,
+                              similarity=similarity)
     total = time.perf_counter() - t
   s = result.summary
   timings = s["timings_s"]
   return {"n": n, "weights": weights, "trunk": trunk, "precision": precision,
-          "memory_budget_gb": memory_budget_gb,
+          "similarity": similarity, "memory_budget_gb": memory_budget_gb,
           "seconds": {"total": total, "trunk": timings.get("trunk"), "ais": timings.get("ais"),
                       "heatmaps": timings.get("heatmaps"),
                       "ais_kernel": s["engine"]["timings_s"].get("kernel")},
@@ -481,7 +484,8 @@ def cohort_run(n: int, seed: int, weights: str, memory_budget_gb: float, precisi
           "engine": s["engine"]["options"], "machine": machine()}
 
 
-def scaling(ns, seed, weights, memory_budget_gb, precision, timeout_s, out, trunk="real"):
+def scaling(ns, seed, weights, memory_budget_gb, precision, timeout_s, out, trunk="real",
+            similarity="pearson"):
   """``cohort_run`` in a fresh process per n (peak RSS per run), fitted exponents, a plot."""
   import subprocess
   import sys
@@ -489,7 +493,8 @@ def scaling(ns, seed, weights, memory_budget_gb, precision, timeout_s, out, trun
   for n in ns:
     cmd = [sys.executable, "-m", "experiments.benchmark", "--task=cohort", f"--n={n}",
            f"--data_seed={seed}", f"--weights={weights}", f"--precision={precision}",
-           f"--memory_budget_gb={memory_budget_gb}", f"--trunk={trunk}"]
+           f"--memory_budget_gb={memory_budget_gb}", f"--trunk={trunk}",
+           f"--similarity={similarity}"]
     t = time.perf_counter()
     try:
       proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -539,6 +544,7 @@ def plot_scaling(report: dict, path: str) -> None:
   ax2.axhline(first["memory_budget_gb"], color="gray", ls="--", label="budget")
   ax2.set_xlabel("images n"), ax2.set_ylabel("GB"), ax2.legend()
   fig.suptitle(f"{first['weights']} ({first.get('trunk', 'real')} trunk), {first['precision']}, "
+               f"{first.get('similarity', 'pearson')} similarity, "
                f"--memory_budget_gb={first['memory_budget_gb']}")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -567,12 +573,12 @@ def main(argv):
     report = float64_free_errors(FLAGS.n, FLAGS.data_seed)
   elif FLAGS.task == "cohort":
     report = cohort_run(FLAGS.n, FLAGS.data_seed, FLAGS.weights, FLAGS.memory_budget_gb,
-                        FLAGS.precision, FLAGS.trunk)
+                        FLAGS.precision, FLAGS.trunk, FLAGS.similarity)
     print("COHORT " + json.dumps(report), flush=True)
   elif FLAGS.task == "scaling":
     report = scaling([int(v) for v in FLAGS.ns], FLAGS.data_seed, FLAGS.weights,
                      FLAGS.memory_budget_gb, FLAGS.precision, FLAGS.run_timeout_s, FLAGS.out,
-                     FLAGS.trunk)
+                     FLAGS.trunk, FLAGS.similarity)
     print(scaling_table(report))
     return
   if FLAGS.task != "vgg":
