@@ -113,7 +113,8 @@ def plan_folds(n_images: int, folds: int,
 
   :func:`image_folds` splits ``n_images`` into ``folds`` parts of ``n // folds`` or
   ``n // folds + 1`` images. When the smaller part would hold fewer than ``min_test_images``,
-  the folds are reduced to ``max(2, n_images // min_test_images)``.
+  the folds are reduced to ``n_images // min_test_images`` (at least 2, since ``n_images >=
+  2 * min_test_images``).
 
   Returns:
     ``(folds_used, message)``: ``message`` says what was reduced and why (None when ``folds``
@@ -137,7 +138,7 @@ def plan_folds(n_images: int, folds: int,
         "fewer images are unreliable)")
   if n_images // folds >= min_test_images:
     return folds, None
-  used = max(2, n_images // min_test_images)
+  used = n_images // min_test_images
   smallest = n_images // used
   return used, (f"selection: {folds} folds of {n_images} images would leave "
                 f"{n_images // folds} test images in a split (< --min_test_images="
@@ -230,9 +231,9 @@ def pair_split_masks(human, *, seeds: int = 8, seed: int = 0, test_fraction: flo
 
 def map_order(ais) -> np.ndarray:
   """Descending AIS, ties to the lower map index, NaN last: ``[..., K] -> [..., K]`` indices."""
-  a = np.asarray(ais, np.float64)
-  key = np.where(np.isnan(a), np.inf, -a) + 0.0  # + 0.0 turns -0.0 into 0.0 (a tie)
-  return np.argsort(key, axis=-1, kind="stable")
+  # numpy sorts NaN last and compares -0.0 equal to 0.0 (a tie); the traced kernel's jnp.argsort
+  # needs both spelled out.
+  return np.argsort(-np.asarray(ais, np.float64), kind="stable")
 
 
 def first_maximum(curve) -> np.ndarray:
@@ -635,8 +636,9 @@ def select_maps(head, maps, human, *, test_indices: Optional[Sequence[Sequence[i
     random_orders: random map orders per split for the chance control (0: none). Orders are
       ``numpy.random.default_rng(random_seed).permutation(K)`` drawn split by split;
       ``random_seed`` defaults to ``(seed, 1)``.
-    chunk: prefixes (or ablations) per head pass for fc/generic heads; default from
-      ``memory_budget_gb``.
+    chunk: prefixes (or ablations) per head pass; default: as many as ``memory_budget_gb``
+      holds (between 1 and K) at an estimated ``32 n (D1 + D2) + 32 P`` bytes per prefix for
+      fc heads (fc6 and fc7 widths) and ``32 n max(K, 64) + 32 P`` for the others.
 
   Returns:
     :class:`SelectionResult`.

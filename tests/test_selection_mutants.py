@@ -1,0 +1,367 @@
+"""Selection details that mutation testing (experiments/mutation.sh selection) showed unchecked:
+fold planning and split bookkeeping (exact messages, both sides of every boundary), the pair-split
+variant's defaults, map orders of batches and long tied rows, the summary's random-order control
+(against scipy.stats and the textbook formulas), select_maps' settings, undefined counts and
+random orders, and the fc head's float64 prefix scan over several chunks. Every expected value is
+worked out by hand, by scipy or by a float64 loop, never by the function under test."""
+
+import math
+import os
+import statistics
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from ais_jax import ablation, selection
+from ais_jax.errors import UserInputError
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_selection as loop  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# ----------------------------------------------------------------------------------------------
+# plan_folds
+
+
+def _largest_folds(n, folds, minimum):
+  """The most folds (2..folds) whose smaller test set, by numpy.array_split, holds >= minimum."""
+  ok = [f for f in range(2, max(folds, n) + 1)
+        if min(len(p) for p in np.array_split(np.arange(n), f)) >= minimum]
+  return folds if folds in ok else max(ok)
+
+
+def test_plan_folds_against_array_split_search():
+  for minimum in (2, 3, 4, 6):
+    for n in range(2 * minimum, 40):
+      for folds in range(2, 9):
+        used, message = selection.plan_folds(n, folds, min_test_images=minimum)
+        assert used == _largest_folds(n, folds, minimum), (n, folds, minimum)
+        assert (message is None) == (used == folds)
+
+
+@pytest.mark.parametrize("n,folds,want", [
+    (20, 5, (5, None)),   # exactly 4 test images per fold: kept
+    (19, 5, (4, "selection: 5 folds of 19 images would leave 3 test images in a split "
+                "(< --min_test_images=4); using 4 folds (test sets of 4-5 images)")),
+    (8, 3, (2, "selection: 3 folds of 8 images would leave 2 test images in a split "
+               "(< --min_test_images=4); using 2 folds (test sets of 4 images)")),
+    (12, 5, (3, "selection: 5 folds of 12 images would leave 2 test images in a split "
+                "(< --min_test_images=4); using 3 folds (test sets of 4 images)")),
+])
+def test_plan_folds_messages(n, folds, want):
+  assert selection.plan_folds(n, folds) == want   # default min_test_images = 4
+
+
+def test_plan_folds_refusals_at_each_boundary():
+  assert selection.plan_folds(4, 2, min_test_images=2) == (2, None)   # smallest allowed minimum
+  with pytest.raises(UserInputError) as e:
+    selection.plan_folds(50, 5, min_test_images=1)
+  assert str(e.value) == ("--min_test_images: 1: a test set needs at least 2 images (1 pair); "
+                          "use 4 or more for a usable test score")
+  assert selection.plan_folds(50, 2) == (2, None)                        # smallest fold count
+  with pytest.raises(UserInputError) as e:
+    selection.plan_folds(50, 1)
+  assert str(e.value) == "--folds: 1: cross-validation needs at least 2 folds"
+  assert selection.plan_folds(8, 2) == (2, None)                         # n = 2 * minimum
+  with pytest.raises(UserInputError) as e:
+    selection.plan_folds(7, 2)
+  assert str(e.value) == (
+      "--images: 7 images are too few for cross-validated selection: 2 folds with at least "
+      "--min_test_images=4 test images each need 8; add images or lower --min_test_images (test "
+      "scores over fewer images are unreliable)")
+
+
+# ----------------------------------------------------------------------------------------------
+# split_usage
+
+
+def test_split_usage_counts_and_exact_warning():
+  masks = np.zeros((4, 20), bool)
+  for s, pairs in enumerate([6, 3, 20, 10]):
+    masks[s, :pairs] = True
+  u = selection.split_usage([0.5, math.nan, 0.2, 0.1], [0.6, 0.3, math.nan, 0.2], masks)
+  # used: splits 0 and 3 (both scores defined); their fewest pairs: 6
+  assert u == {"used": 2, "dropped": 2, "min_test_pairs": 6, "warning": (
+      "2 of 4 splits have an undefined test score and are dropped from the means; test scores "
+      "rest on as few as 6 pairs per split (< 15): treat them as rough")}
+
+
+def test_split_usage_few_pairs_boundary_and_all_dropped():
+  def usage(pairs, full=(0.1, 0.2), **kw):
+    masks = np.zeros((2, 30), bool)
+    for s, p in enumerate(pairs):
+      masks[s, :p] = True
+    return selection.split_usage(np.array(full), np.array([0.3, 0.4]), masks, **kw)
+  assert usage([15, 20]) == {"used": 2, "dropped": 0, "min_test_pairs": 15, "warning": None}
+  assert usage([14, 20]) == {"used": 2, "dropped": 0, "min_test_pairs": 14, "warning": (
+      "test scores rest on as few as 14 pairs per split (< 15): treat them as rough")}
+  assert usage([14, 20], few_pairs=14)["warning"] is None
+  assert usage([5, 20], full=(math.nan, math.nan)) == {
+      "used": 0, "dropped": 2, "min_test_pairs": None,
+      "warning": "2 of 2 splits have an undefined test score and are dropped from the means"}
+
+
+# ----------------------------------------------------------------------------------------------
+# pair_split_masks
+
+
+def test_pair_split_defaults_against_a_loop():
+  rng = np.random.default_rng(2)
+  n = 9
+  h = rng.normal(size=(n, n))
+  h = h + h.T
+  h[0, 5] = h[5, 0] = h[3, 7] = h[7, 3] = np.nan
+  train, test = selection.pair_split_masks(h)          # defaults: seeds 8 from seed 0, 20%
+  pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+  finite = [p for p, (i, j) in enumerate(pairs) if not np.isnan(h[i, j])]
+  assert len(finite) == 34 and train.shape == test.shape == (8, len(pairs))
+  n_test = 7                                           # round(0.2 * 34) = round(6.8)
+  for s in range(8):
+    shuffled = [finite[i] for i in np.random.default_rng(s).permutation(len(finite))]
+    assert sorted(np.flatnonzero(test[s])) == sorted(shuffled[:n_test])
+    assert sorted(np.flatnonzero(train[s])) == sorted(shuffled[n_test:])
+  train1, test1 = selection.pair_split_masks(h, seeds=1, seed=1)
+  np.testing.assert_array_equal(test1[0], test[1])
+  np.testing.assert_array_equal(train1[0], train[1])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5, -0.2])
+def test_pair_split_fraction_outside_open_interval_is_refused(fraction):
+  with pytest.raises(ValueError) as e:
+    selection.pair_split_masks(np.ones((6, 6)), test_fraction=fraction)
+  assert str(e.value) == f"test_fraction={fraction} must lie in (0, 1)"
+
+
+def test_pair_split_fraction_just_inside_is_accepted():
+  for fraction, n_test in [(1e-9, 0), (0.999, 15)]:   # 15 pairs of 6 images
+    train, test = selection.pair_split_masks(np.ones((6, 6)), seeds=1, test_fraction=fraction)
+    assert test.sum() == n_test and train.sum() == 15 - n_test
+
+
+# ----------------------------------------------------------------------------------------------
+# map_order
+
+
+def _order_reference(ais):
+  return sorted(range(len(ais)), key=lambda j: (math.isnan(ais[j]),
+                                                0.0 if math.isnan(ais[j]) else -ais[j], j))
+
+
+def test_map_order_batches_and_long_tied_rows():
+  rng = np.random.default_rng(0)
+  rows = rng.integers(0, 4, size=(3, 200)).astype(float) / 10   # many ties (> 16: not insertion)
+  rows[rows == 0.3] = np.nan
+  rows[0, :5] = [-0.0, 0.0, -0.0, 0.0, 0.2]
+  got = selection.map_order(rows)
+  assert got.shape == (3, 200)
+  for row, order in zip(rows, got):
+    assert order.tolist() == _order_reference(row.tolist())
+  assert selection.map_order([[0.1, 0.3, np.nan], [np.nan, -1, 2]]).tolist() == [[1, 0, 2],
+                                                                                   [2, 1, 0]]
+
+
+# ----------------------------------------------------------------------------------------------
+# summarize: the random-order control and the error paths
+
+
+def _result(full, retained, m_star, random_retained, random_m_star, n_train=30, n_test=8):
+  j, r = np.shape(random_retained)
+  zeros = np.zeros((j, 3))
+  return selection.SelectionResult(
+      splits=None, train_masks=np.ones((j, 6), bool), test_masks=np.ones((j, 20), bool),
+      train_ais=zeros, orders=np.zeros((j, 3), int), train_curves=zeros, test_curves=zeros,
+      m_star=np.array(m_star), test_retained=np.array(retained, float),
+      test_full=np.array(full, float), random_orders=np.zeros((j, r, 3), int),
+      random_train_curves=np.zeros((j, r, 3)), random_test_curves=np.zeros((j, r, 3)),
+      random_m_star=np.array(random_m_star).reshape(j, r),
+      random_test_retained=np.array(random_retained, float).reshape(j, r),
+      n_train=np.full(j, n_train), n_test=np.full(j, n_test), settings={}, undefined={},
+      timings={})
+
+
+def _within_se(a, b):
+  """Loftus-Masson for two conditions by hand: the interaction mean square is var(a - b) / 2."""
+  d = [x - y for x, y in zip(a, b)]
+  j = len(d)
+  se = math.sqrt(statistics.variance(d) / 2 / j)
+  return se, scipy.stats.t.ppf(0.975, j - 1) * se
+
+
+def _corrected_t(a, b, ratio):
+  d = [x - y for x, y in zip(a, b)]
+  return statistics.fmean(d) / math.sqrt(statistics.variance(d) * (1 / len(d) + ratio))
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_summary_random_control_by_hand(alternative):
+  full = [0.30, 0.28, 0.35, 0.31, 0.25]
+  retained = [0.36, 0.30, 0.40, 0.29, 0.33]
+  random = [[0.20, 0.26, 0.24], [0.31, math.nan, 0.27], [0.30, 0.28, 0.33], [0.22, 0.25, 0.19],
+            [0.27, 0.21, 0.30]]
+  random_m = [[1, 2, 3], [2, 0, 3], [3, 3, 1], [1, 1, 2], [2, 2, 3]]
+  res = _result(full, retained, [1, 2, 0, 3, 2], random, random_m)
+  out = selection.summarize(res, alternative=alternative)
+  rand = [statistics.fmean([x for x in row if not math.isnan(x)]) for row in random]
+  assert out["mean_test_full"] == pytest.approx(statistics.fmean(full), rel=1e-14)
+  assert out["mean_test_retained"] == pytest.approx(statistics.fmean(retained), rel=1e-14)
+  assert out["mean_m_star"] == pytest.approx(2.0)             # (1 + 2 + 3 + 2) / 4, 0 skipped
+  assert out["n_splits"] == 5
+  assert out["split_usage"] == {"used": 5, "dropped": 0, "min_test_pairs": 20, "warning": None}
+  assert out["mean_test_random_retained"] == pytest.approx(statistics.fmean(rand), rel=1e-14)
+  assert out["mean_random_m_star"] == pytest.approx(29 / 14, rel=1e-14)   # 14 defined m*
+  se, half = _within_se(full, retained)
+  assert out["loftus_masson"] == {"se": pytest.approx(se, rel=1e-12),
+                                  "ci95_halfwidth": pytest.approx(half, rel=1e-12), "df": 4,
+                                  "n_subjects": 5, "n_dropped": 0}
+  se, half = _within_se(full, rand)
+  assert out["loftus_masson_random"] == {"se": pytest.approx(se, rel=1e-12),
+                                         "ci95_halfwidth": pytest.approx(half, rel=1e-12)}
+  tests = out["tests"]
+  assert sorted(tests) == ["retained_vs_full_corrected", "retained_vs_full_paired",
+                           "retained_vs_random_corrected", "retained_vs_random_paired"]
+  dist = scipy.stats.t(df=4)
+  p_of = {"two-sided": lambda t: 2 * dist.sf(abs(t)), "greater": dist.sf,
+          "less": dist.cdf}[alternative]
+  for name, b in [("full", full), ("random", rand)]:
+    want = scipy.stats.ttest_rel(retained, b, alternative=alternative)
+    paired = tests[f"retained_vs_{name}_paired"]
+    assert paired["statistic"] == pytest.approx(want.statistic, rel=1e-12)
+    assert paired["pvalue"] == pytest.approx(want.pvalue, rel=1e-10)
+    assert paired["alternative"] == alternative and paired["n"] == 5
+    t = _corrected_t(retained, b, 8 / 30)
+    corrected = tests[f"retained_vs_{name}_corrected"]
+    assert corrected["statistic"] == pytest.approx(t, rel=1e-12)
+    assert corrected["pvalue"] == pytest.approx(p_of(t), rel=1e-10)
+    assert corrected["alternative"] == alternative
+
+
+def test_summary_with_one_defined_split_reports_the_errors():
+  nan = math.nan
+  res = _result([0.3, nan, nan], [0.4, 0.2, nan], [1, 2, 0], [[0.1], [0.2], [nan]],
+                [[1], [1], [0]])
+  out = selection.summarize(res)
+  assert out["tests"] == {
+      "retained_vs_full_error": "need at least 2 subjects without NaN, got 1",
+      "retained_vs_random_error": "need at least 2 subjects without NaN, got 1"}
+  assert "loftus_masson" not in out and "loftus_masson_random" not in out
+  assert out["mean_test_random_retained"] == pytest.approx(0.15, rel=1e-14)
+
+
+def test_summary_of_all_undefined_splits_is_nan_without_numpy_warnings():
+  nan = math.nan
+  res = _result([nan, nan], [nan, nan], [0, 0], [[nan, nan], [nan, nan]], [[0, 0], [0, 0]])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    out = selection.summarize(res)
+  for key in ("mean_test_full", "mean_test_retained", "mean_m_star", "mean_test_random_retained",
+              "mean_random_m_star"):
+    assert math.isnan(out[key]), key
+  assert out["split_usage"]["used"] == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# select_maps bookkeeping: splits, random orders, settings, undefined counts, chunk default
+
+
+def _pooled_case(n=10, k=4, seed=5):
+  rng = np.random.default_rng(seed)
+  maps = rng.random((n, 2, 2, k))
+  return maps, np.corrcoef(rng.standard_normal((n, 5)))
+
+
+def test_select_maps_bookkeeping_and_undefined_counts():
+  maps, human = _pooled_case()
+  n, k, r = 10, 4, 2
+  # split 0 has 2 test images: 1 test pair, so every test score of it is undefined
+  tests = [[7, 2], [9, 0, 3, 1]]
+  res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests, seed=3,
+                              random_orders=r)
+  assert [(s.seed, s.fold, s.test_indices.tolist()) for s in res.splits] == [
+      (-1, 0, [2, 7]), (-1, 1, [0, 1, 3, 9])]
+  assert res.n_test.tolist() == [2, 4] and res.n_train.tolist() == [8, 6]
+  rng = np.random.default_rng((3, 1))                  # default random_seed: (seed, 1)
+  want = [[rng.permutation(k) for _ in range(r)] for _ in range(2)]
+  np.testing.assert_array_equal(res.random_orders, want)
+  assert res.settings == dict(
+      n=n, K=k, splits=2, folds=5, seeds=8, seed=3, pair_split=False, test_fraction=None,
+      score="r2", similarity="pearson", comparison="pearson", precision="exact", random_orders=r,
+      chunk=k, head="PooledHead", explicit_folds=True)
+  # pooled head, one kept map: m = 1 undefined in every curve; split 0's test curves all NaN
+  assert res.undefined == {
+      "train_ais": 0, "train_curves": 2, "test_curves": k + 1, "m_star_undefined": 0,
+      "test_full": 1, "random_train_curves": 2 * r, "random_test_curves": r * (k + 1),
+      "where_curves_undefined_m": [1, 2, 3, 4]}
+  assert np.isnan(res.test_full[0]) and np.isnan(res.test_retained[0])
+  assert res.m_star.min() > 1
+  t = res.timings
+  assert min(t.values()) >= 0
+  assert t["total_s"] == pytest.approx(t["prepare_s"] + t["compiled_call_s"], rel=1e-9)
+  other = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests, seed=3,
+                                random_orders=r, random_seed=11)
+  rng = np.random.default_rng(11)
+  np.testing.assert_array_equal(other.random_orders,
+                                [[rng.permutation(k) for _ in range(r)] for _ in range(2)])
+
+
+def test_select_maps_single_map_and_pair_split_settings():
+  """K = 1 with a pooled head: every train score is undefined, so m* = 0 and the retained test
+  score is NaN; the pair split reports pair counts and its own settings."""
+  maps, human = _pooled_case(k=1)
+  res = selection.select_maps(ablation.PooledHead(), maps, human, pair_split=True, seeds=2,
+                              seed=4, test_fraction=0.3, score="r", random_orders=0)
+  assert res.splits is None
+  assert res.n_test.tolist() == [14, 14] and res.n_train.tolist() == [31, 31]  # round(13.5)
+  assert res.m_star.tolist() == [0, 0] and np.isnan(res.test_retained).all()
+  assert res.undefined["m_star_undefined"] == 2 and res.undefined["train_curves"] == 2
+  assert res.random_orders.shape == (2, 0, 1) and res.random_m_star.shape == (2, 0)
+  assert res.settings["folds"] is None and res.settings["test_fraction"] == 0.3
+  assert res.settings["pair_split"] and not res.settings["explicit_folds"]
+  assert (res.settings["score"], res.settings["seeds"], res.settings["seed"]) == ("r", 2, 4)
+
+
+def test_default_chunk_follows_the_documented_memory_estimate():
+  """(The default with an ample budget, K, is checked by the bookkeeping test.)"""
+  maps, human = _pooled_case(n=10, k=6)
+  per_prefix = 32 * 10 * 64 + 32 * 45                  # 32 n max(K, 64) + 32 P bytes
+  kw = dict(test_indices=[[0, 1, 2, 3]], random_orders=0)
+  head = ablation.PooledHead()
+  for budget, want in [(3 * per_prefix, 3), (3 * per_prefix - 1, 2), (0.5 * per_prefix, 1)]:
+    res = selection.select_maps(head, maps, human, memory_budget_gb=budget / 2**30, **kw)
+    assert res.settings["chunk"] == want, budget
+  rng = np.random.default_rng(0)
+  fc = ablation.FcHead(w1=rng.normal(size=(6, 16)), b1=np.zeros(16), w2=rng.normal(size=(16, 12)),
+                       b2=np.zeros(12), pool_window=2)
+  per_prefix = 32 * 10 * (16 + 12) + 32 * 45            # 32 n (D1 + D2) + 32 P bytes
+  res = selection.select_maps(fc, maps, human, memory_budget_gb=(2 * per_prefix - 1) / 2**30, **kw)
+  assert res.settings["chunk"] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# fc head: float32 trunk maps in the exact mode, prefix scan over several chunks
+
+
+def test_fc_exact_mode_float32_maps_over_chunks_of_three():
+  """The exact mode runs the fc head in float64 even on float32 maps (so curves match a float64
+  loop to 1e-10, far below float32 rounding), and the prefix scan carries each chunk's last
+  pre-activation into the next (K = 7 in chunks of 3, the last one padded)."""
+  f, h = loop._random_case(seed=6, n=9, k=7, hw=4)
+  f = f.astype(np.float32)
+  rng = np.random.default_rng(8)
+  k, window = 7, 2
+  w1 = rng.normal(size=(k * 4, 16)) / 4
+  b1 = rng.normal(size=16) * 0.1
+  w2 = rng.normal(size=(16, 12)) / 4
+  b2 = rng.normal(size=12) * 0.1
+  head = ablation.FcHead(w1=w1, b1=b1, w2=w2, b2=b2, pool_window=window)
+  tests = [[0, 2, 5, 8]]
+  res = selection.select_maps(head, f, h, test_indices=tests, random_orders=1, chunk=3)
+  embed = lambda keep: loop._np_embed_fc(f.astype(np.float64), keep, w1, b1, w2, b2, window)
+  ais, order, tr, te, rand = loop._np_selection(embed, k, h, tests[0], res.random_orders[0])
+  loop._close_nan(res.train_ais[0], ais, 1e-10)
+  np.testing.assert_array_equal(res.orders[0], order)
+  loop._close_nan(res.train_curves[0], tr, 1e-10)
+  loop._close_nan(res.test_curves[0], te, 1e-10)
+  loop._close_nan(res.random_train_curves[0, 0], rand[0][0], 1e-10)
+  assert np.isfinite(tr[1:]).all()
