@@ -189,8 +189,21 @@ def _agreements(plan: _Plan, s_rows, z, human, targets):
   row_mask = jnp.isfinite(human) & ~jnp.eye(n, dtype=bool)
   rows = rsa.correlation.kernel(s_rows, human[targets], row_mask[targets],
                                 kind=plan.comparison, dtype=jnp.float64)
-  cohort = rsa.agreement.kernel(z, human, kind=plan.comparison, dtype=jnp.float64)
+  cohort = _cohort_agreement(plan, z, human)
   return rows, cohort
+
+
+def _cohort_agreement(plan: _Plan, z, human):
+  """``rsa.agreement`` of ``z [c, n, n]`` for the engine. Pearson: over the whole matrices with
+  the strict upper triangle as a mask (built from iotas: no n(n-1)/2 index constants to fold at
+  compile time, no gathered copies of the triangle); the same value within rounding."""
+  if plan.comparison != "pearson":
+    return rsa.agreement.kernel(z, human, kind=plan.comparison, dtype=jnp.float64)
+  n = human.shape[0]
+  upper = jnp.arange(n)[:, None] < jnp.arange(n)[None, :]
+  mask = (upper & jnp.isfinite(human)).reshape(-1)
+  return rsa.correlation.kernel(z.reshape(z.shape[0], -1), human.reshape(-1), mask,
+                                kind="pearson", dtype=jnp.float64)
 
 
 def _gather_images(x, axis: int, plan: _Plan):
