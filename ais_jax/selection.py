@@ -294,8 +294,8 @@ def _agreement_rows(x, y, m, comparison):
   sxx = jnp.sum(dx * dx, axis=-1)
   syy = jnp.sum(dy * dy)
   r = sxy / jnp.sqrt(sxx * syy)
-  undefined = constant(x, dx) | constant(y, dy) | (n < 2)
-  return jnp.where(undefined, jnp.nan, r)
+  # Fewer than 2 pairs: every deviation is 0, so the constant rule already makes r NaN.
+  return jnp.where(constant(x, dx) | constant(y, dy), jnp.nan, r)
 
 
 def _score(x, y, m, cfg):
@@ -367,23 +367,16 @@ class _Engine:
       self.kind = "fc"
       self.a, self.d = _fc_contributions(head, maps, cfg)
       self.zero = jnp.all(self.d == 0, axis=-1)
-    elif isinstance(head, ablation.GenericHead):
+    else:                             # GenericHead (_check_options refuses other heads)
       self.kind = "generic"
       self.zero = None                # unknown: no exact-zero shortcut
-    else:
-      raise TypeError(f"unsupported head type {type(head).__name__}; expected PooledHead, "
-                      "FcHead or GenericHead (see ais_jax.ablation)")
 
   # -- embeddings for arbitrary keep masks (fallback paths) --
   def _embed_keep(self, keep):
-    """``keep [B, K]`` -> embeddings ``[B, n, D]``."""
+    """``keep [B, K]`` -> embeddings ``[B, n, D]`` (pooled and generic heads; the fc head has its
+    own prefix-sum paths)."""
     if self.kind in ("pooled", "pooled_rerank"):
       return self.e[None] * keep[:, None, :]
-    if self.kind == "fc":
-      pre = jnp.asarray(self.head.b1, self.cfg.head_dtype) + jnp.einsum(
-          "nkd,bk->bnd", self.d, keep.astype(self.cfg.head_dtype),
-          precision=self.cfg.head_precision)
-      return _fc_embed(self.head, pre, self.cfg)
     emb = self.head.embed(self.maps.astype(self.cfg.head_dtype), keep.astype(self.cfg.head_dtype))
     return emb[0] if isinstance(emb, tuple) else emb
 
@@ -596,7 +589,7 @@ def _retained(test_curves, m_star):
   return np.where(m_star > 0, val, np.nan)
 
 
-def _check_options(score, comparison, similarity, precision, maps, head):
+def _check_options(score, comparison, similarity, maps, head):
   if score not in SCORES:
     raise ValueError(f"score={score!r} is not one of {SCORES}")
   if comparison not in rsa.COMPARISONS:
@@ -606,7 +599,6 @@ def _check_options(score, comparison, similarity, precision, maps, head):
   if comparison == "spearman" and score == "r2":
     raise ValueError("Spearman agreement has no r^2 variant; use score='r' with "
                      "comparison='spearman' (or comparison='pearson' for r^2)")
-  precision_lib.resolve(precision)
   if maps.ndim != 4:
     raise ValueError(f"maps: expected [n, h, w, K], got shape {maps.shape}")
   if not isinstance(head, (ablation.PooledHead, ablation.FcHead, ablation.GenericHead)):
@@ -645,7 +637,8 @@ def select_maps(head, maps, human, *, test_indices: Optional[Sequence[Sequence[i
   """
   if not isinstance(maps, jax.Array):
     maps = np.asarray(maps)  # converted inside the float64 scope (keeps float64 inputs float64)
-  _check_options(score, comparison, similarity, precision, maps, head)
+  _check_options(score, comparison, similarity, maps, head)
+  pcfg = precision_lib.resolve(precision)
   n, k = maps.shape[0], maps.shape[-1]
   h = validate_human_similarity(human, n_images=n)
   t0 = time.perf_counter()
@@ -667,7 +660,6 @@ def select_maps(head, maps, human, *, test_indices: Optional[Sequence[Sequence[i
   rand = np.stack([[rng.permutation(k) for _ in range(random_orders)] for _ in range(s_count)])
   rand = rand.reshape(s_count, random_orders, k).astype(np.int32)
 
-  pcfg = precision_lib.resolve(precision)
   p = n * (n - 1) // 2
   if chunk is None:
     if isinstance(head, ablation.FcHead):

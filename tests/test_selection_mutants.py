@@ -11,11 +11,14 @@ import statistics
 import sys
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 
 from ais_jax import ablation, selection
+from ais_jax import precision as precision_lib
 from ais_jax.errors import UserInputError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -327,15 +330,16 @@ def test_default_chunk_follows_the_documented_memory_estimate():
   per_prefix = 32 * 10 * 64 + 32 * 45                  # 32 n max(K, 64) + 32 P bytes
   kw = dict(test_indices=[[0, 1, 2, 3]], random_orders=0)
   head = ablation.PooledHead()
-  for budget, want in [(3 * per_prefix, 3), (3 * per_prefix - 1, 2), (0.5 * per_prefix, 1)]:
+  for budget, want in [(3 * per_prefix, 3), (3 * per_prefix - 1, 2)]:
     res = selection.select_maps(head, maps, human, memory_budget_gb=budget / 2**30, **kw)
     assert res.settings["chunk"] == want, budget
   rng = np.random.default_rng(0)
   fc = ablation.FcHead(w1=rng.normal(size=(6, 16)), b1=np.zeros(16), w2=rng.normal(size=(16, 12)),
                        b2=np.zeros(12), pool_window=2)
   per_prefix = 32 * 10 * (16 + 12) + 32 * 45            # 32 n (D1 + D2) + 32 P bytes
-  res = selection.select_maps(fc, maps, human, memory_budget_gb=(2 * per_prefix - 1) / 2**30, **kw)
-  assert res.settings["chunk"] == 1
+  for budget, want in [(5 * per_prefix, 5), (0.5 * per_prefix, 1)]:   # at least 1 prefix
+    res = selection.select_maps(fc, maps, human, memory_budget_gb=budget / 2**30, **kw)
+    assert res.settings["chunk"] == want, budget
 
 
 # ----------------------------------------------------------------------------------------------
@@ -365,3 +369,116 @@ def test_fc_exact_mode_float32_maps_over_chunks_of_three():
   loop._close_nan(res.test_curves[0], te, 1e-10)
   loop._close_nan(res.random_train_curves[0, 0], rand[0][0], 1e-10)
   assert np.isfinite(tr[1:]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels: the blocked cumulative sum (K > 64) and the agreement's undefined rule at its edges
+
+
+@pytest.mark.parametrize("k,block", [(130, 64), (64, 64), (10, 4), (3, 4)])
+def test_cumsum0_blocks_against_a_running_sum(k, block):
+  x = np.random.default_rng(k).normal(size=(k, 3, 2))
+  want = np.zeros_like(x)
+  running = np.zeros((3, 2))
+  for i in range(k):
+    running = running + x[i]
+    want[i] = running
+  with precision_lib.float64_scope():
+    got = np.asarray(jax.jit(lambda v: selection._cumsum0(v, block))(jnp.asarray(x)))
+  assert got.shape == x.shape
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def _agreement(x, y, m, comparison="pearson"):
+  with precision_lib.float64_scope():
+    fn = jax.jit(lambda x, y, m: selection._agreement_rows(x, y, m, comparison))
+    return np.asarray(fn(jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64),
+                         jnp.asarray(m)))
+
+
+@pytest.mark.parametrize("comparison", ["pearson", "spearman"])
+def test_agreement_of_one_and_two_pairs(comparison):
+  """Two pairs give r = +-1 (a line through two points); one pair or none is undefined."""
+  x = np.array([[0.2, 0.9, 0.5, 0.1], [0.7, 0.3, 0.5, 0.1]])
+  y = np.array([1.0, 3.0, 2.0, 5.0])
+  two = np.array([True, True, False, False])
+  np.testing.assert_allclose(_agreement(x, y, two, comparison), [1.0, -1.0], rtol=0, atol=1e-15)
+  for mask in ([True, False, False, False], [False] * 4):
+    assert np.isnan(_agreement(x, y, np.array(mask), comparison)).all()
+
+
+def test_agreement_constant_tolerance_both_sides():
+  """A model vector whose RMS deviation is just under 1e-12 x its largest |value| is constant
+  (NaN); just over, it is an ordinary vector (DESIGN.md's undefined rule)."""
+  y = np.array([0.1, 0.4, 0.2, 0.9, 0.3, 0.5])
+  m = np.ones(6, bool)
+  alternating = np.array([1, -1, 1, -1, 1, -1], float)   # RMS deviation = its amplitude
+  for amplitude, undefined in [(0.9e-12, True), (1.1e-12, False)]:
+    x = 1.0 + amplitude * alternating
+    want = np.corrcoef(alternating, y)[0, 1]
+    got = _agreement(x[None], y, m)[0]
+    assert np.isnan(got) == undefined
+    if not undefined:
+      assert abs(got - want) < 1e-3                  # 1e-12 steps on 1.0: ~1e-4 rounding
+  # the human side too
+  got = _agreement(y[None], 1.0 + 0.9e-12 * alternating, m)[0]
+  assert np.isnan(got)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks with their exact messages, and the boundaries they guard
+
+
+def test_image_folds_limits():
+  assert len(selection.image_folds(10, folds=5, seeds=1)) == 5     # folds = n / 2: 2 per test set
+  assert len(selection.image_folds(10, folds=2, seeds=1)) == 2
+  for folds in (1, 6):
+    with pytest.raises(ValueError) as e:
+      selection.image_folds(10, folds=folds)
+    assert str(e.value) == (f"folds={folds}: need 2 <= folds <= n/2 = 5 so that every train and "
+                            "test set has at least 2 images")
+  with pytest.raises(ValueError) as e:
+    selection.image_folds(10, folds=2, seeds=0)
+  assert str(e.value) == "seeds=0: need at least 1 seed"
+  default = selection.image_folds(12)                                # 5 folds x 8 seeds from 0
+  assert len(default) == 40
+  assert [(s.seed, s.fold) for s in default[:6]] == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4),
+                                                     (1, 0)]
+  np.testing.assert_array_equal(
+      default[5].test_indices, np.sort(np.random.default_rng(1).permutation(12)[:3]))
+
+
+def test_image_split_masks_index_range():
+  h = np.ones((5, 5))
+  train, test = selection.image_split_masks(h, [[4, 0], []])       # both ends; an empty test set
+  assert test[0].sum() == 1 and train[0].sum() == 3                # (0, 4); (1,2), (1,3), (2,3)
+  assert test[1].sum() == 0 and train[1].sum() == 10
+  for bad in ([1, 5], [-1, 2]):
+    with pytest.raises(ValueError) as e:
+      selection.image_split_masks(h, [bad])
+    assert str(e.value) == f"test indices {bad} out of range for 5 images"
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(score="r3"), "score='r3' is not one of ('r2', 'r')"),
+    (dict(comparison="kendall"), "comparison='kendall' is not one of ('pearson', 'spearman')"),
+    (dict(similarity="dot"), "similarity='dot' is not one of ('pearson', 'spearman', 'cosine')"),
+    (dict(comparison="spearman"), "Spearman agreement has no r^2 variant; use score='r' with "
+                                  "comparison='spearman' (or comparison='pearson' for r^2)"),
+    (dict(precision="half"), "precision='half' is not one of ('exact', 'float32', 'fast')"),
+])
+def test_select_maps_option_messages(kw, message):
+  maps, human = _pooled_case()
+  with pytest.raises(ValueError) as e:
+    selection.select_maps(ablation.PooledHead(), maps, human, **kw)
+  assert str(e.value) == message
+
+
+def test_select_maps_refuses_maps_of_the_wrong_rank_and_unknown_heads():
+  maps, human = _pooled_case()
+  with pytest.raises(ValueError) as e:
+    selection.select_maps(ablation.PooledHead(), maps[..., 0], human)
+  assert str(e.value) == "maps: expected [n, h, w, K], got shape (10, 2, 2)"
+  with pytest.raises(TypeError) as e:
+    selection.select_maps(object(), maps, human)
+  assert str(e.value) == "head: expected PooledHead, FcHead or GenericHead, got <class 'object'>"
