@@ -92,11 +92,14 @@ def empirical_cdf(values: Any) -> dict:
 
 
 def softmax_entropy(logits: Any) -> np.ndarray:
-  """Entropy (nats) of ``softmax(logits)`` along the last axis, float64 ``[n]`` (stable form)."""
+  """Entropy (nats) of ``softmax(logits)`` along the last axis, float64 ``[n]`` (stable form).
+
+  A class of probability 0 (a ``-inf`` logit, or one that underflows) adds ``0 log 0 = 0``.
+  """
   z = np.asarray(logits, np.float64)
   log_p = scipy.special.log_softmax(z, axis=-1)
   p = np.exp(log_p)
-  return -np.sum(np.where(p > 0, p * log_p, 0.0), axis=-1)
+  return -np.sum(p * np.where(p > 0, log_p, 0.0), axis=-1)
 
 
 def max_entropy(logits_a: Any, logits_b: Any) -> np.ndarray:

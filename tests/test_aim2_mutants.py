@@ -6,6 +6,7 @@ hand or by scipy/torch, never by the function under test."""
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -137,6 +138,15 @@ def test_softmax_entropy_along_the_last_axis_of_any_rank():
   assert got.shape == (2, 3)
   ref = scipy.stats.entropy(scipy.special.softmax(z, axis=-1), axis=-1)
   np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+def test_softmax_entropy_of_impossible_classes():
+  """A -inf logit is a class of probability 0: it adds 0 log 0 = 0, without NaN or a warning."""
+  logits = np.array([[0.0, -np.inf, -np.inf], [0.0, 0.0, -np.inf], [-np.inf, 1.0, 1.0]])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    got = aim2.softmax_entropy(logits)
+  np.testing.assert_array_equal(got, [0.0, math.log(2), math.log(2)])
 
 
 # ----------------------------------------------------------------------------------------------
