@@ -544,7 +544,7 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
             similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
             precision: str = "exact", batch_size: int = 32, memory_budget_gb: float = 2.0,
             save_feature_maps: bool = False, overwrite: bool = False,
-            trunk_cache=None,
+            trunk_cache=None, extra_files=None,
             progress: Optional[Callable[[str], None]] = None,
             flags: Optional[Mapping[str, Any]] = None,
             command: Optional[Sequence[str]] = None) -> AisRun:
@@ -578,6 +578,9 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
     overwrite: replace the files of a non-empty ``out``.
     trunk_cache: an ``ais_jax.io.activation_cache.ActivationCache`` (``--cache``): the trunk
       maps are read from it when cached, stored in it otherwise (None: the trunk always runs).
+    extra_files: optional ``write(folder, run) -> relative paths`` (``run`` the
+      :class:`AisRun`): more files (overlays, tables) written into the run folder before it is
+      swapped in and listed in summary.json, so a failure there loses nothing (``out`` only).
     progress: receives one line per step (None: silent).
     flags: the command-line flags, recorded in the summary (default: the options above).
     command: the command line, recorded in the summary.
@@ -799,19 +802,22 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
     arrays["feature_maps"] = maps if store is None else store.memmap()
   if out is not None and not distributed.is_primary():
     out = None  # Only process 0 writes the run folder.
+  run = AisRun(per_image_ais=per_image, cohort_ais=cohort, embeddings=embeddings, heatmaps=heat,
+               feature_maps=maps, image_names=list(names), summary=summary, out=out,
+               logits=logits)
   if out is not None:
     t = time.perf_counter()
     summary["timings_s"] = dict(timings, total_before_write=time.perf_counter() - t_start)
     summary["finished_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds")
-    summary = runs.write_run(out, arrays, summary, image_names=names, overwrite=overwrite)
+    run.summary = runs.write_run(
+        out, arrays, summary, image_names=names, overwrite=overwrite,
+        extra_files=None if extra_files is None else lambda folder: extra_files(folder, run))
     timings["write"] = time.perf_counter() - t
-    report(f"wrote {out} ({len(summary['files'])} files) in {timings['write']:.1f} s; total "
+    report(f"wrote {out} ({len(run.summary['files'])} files) in {timings['write']:.1f} s; total "
            f"{time.perf_counter() - t_start:.1f} s")
   else:
     summary["timings_s"] = dict(timings, total=time.perf_counter() - t_start)
   if store is not None:
     store.remove()
-  return AisRun(per_image_ais=per_image, cohort_ais=cohort, embeddings=embeddings, heatmaps=heat,
-                feature_maps=maps, image_names=list(names), summary=summary, out=out,
-                logits=logits)
+  return run

@@ -41,6 +41,10 @@ def main(argv):
   from ais_jax import pipeline  # After flag parsing, so --help does not import JAX.
   _common.require("out", "images", "human")  # --weights: run_ais explains and lists names.
   _report_flags.check_overlay_flags()
+  if FLAGS.categories:  # A malformed file is refused before the run, not after it.
+    from ais_jax.io import categories as categories_io
+    categories_io.read_categories_csv(FLAGS.categories)
+  written = []
   run = pipeline.run_ais(
       arch=FLAGS.arch or None, weights=FLAGS.weights, images=FLAGS.images,
       image_list=FLAGS.image_list or None, tfds_data_dir=FLAGS.tfds_data_dir or None,
@@ -50,9 +54,9 @@ def main(argv):
       cohort_score=FLAGS.cohort_score, precision=FLAGS.precision, batch_size=FLAGS.batch_size,
       memory_budget_gb=FLAGS.memory_budget_gb, save_feature_maps=FLAGS.save_feature_maps,
       overwrite=FLAGS.overwrite, out=FLAGS.out, trunk_cache=_common.trunk_cache(),
+      extra_files=lambda folder, run: write_figures(folder, run, written),
       progress=_common.progress_printer(FLAGS.progress),
       flags=_common.flag_values(FLAG_NAMES), command=sys.argv)
-  extra = write_figures(run)
   s = run.summary
   n, k = run.per_image_ais.shape
   top = (", ".join(str(i) for i in s["results"]["cohort_ais_top10_maps"][:5])
@@ -64,19 +68,22 @@ def main(argv):
         f"{'undefined' if baseline is None else format(baseline, '.4f')}; undefined per-image AIS "
         f"{s['undefined']['per_image_ais']['count']}/{run.per_image_ais.size}, cohort "
         f"{s['undefined']['cohort_ais']['count']}/{k}; top cohort maps {top}; "
-        f"max |cohort AIS| {largest:.3g}" + "".join(f"; {e}" for e in extra))
+        f"max |cohort AIS| {largest:.3g}" + "".join(f"; {e}" for e in written))
 
 
-def write_figures(run) -> list[str]:
-  """--categories: datasets.txt beside the run (experiments.saliency groups by it);
-  --save_overlays: overlays/<image>.png. Returns what was written, for the closing line."""
+def write_figures(folder: str, run, written: list[str]) -> list[str]:
+  """--categories: datasets.txt (experiments.saliency groups by it); --save_overlays:
+  overlays/<image>.png. Written into the run's staging ``folder`` (pipeline.run_ais'
+  ``extra_files``), so they are swapped in with the run and listed in summary.json. Returns their
+  paths relative to the run; appends what was written to ``written`` for the closing line."""
   import os
-  written = []
+  files = []
   if FLAGS.categories:
     from ais_jax.io import categories as categories_io
     labels = categories_io.load_categories(FLAGS.categories, run.image_names)
-    with open(os.path.join(run.out, "datasets.txt"), "w") as f:
+    with open(os.path.join(folder, "datasets.txt"), "w") as f:
       f.write("".join(f"{g}\n" for g in labels))
+    files.append("datasets.txt")
     written.append(f"categories of {len(labels)} images in datasets.txt")
   if FLAGS.save_overlays:
     from ais_jax.io import images as images_io
@@ -85,13 +92,13 @@ def write_figures(run) -> list[str]:
                                       tfds_data_dir=FLAGS.tfds_data_dir or None)
     try:
       paths = figures.write_overlays(images, run.heatmaps, run.image_names,
-                                     os.path.join(run.out, "overlays"), alpha=FLAGS.alpha,
+                                     os.path.join(folder, "overlays"), alpha=FLAGS.alpha,
                                      colormap=FLAGS.colormap)
     except ValueError as e:
       raise UserInputError("--colormap", str(e)) from None
+    files += [os.path.relpath(p, folder) for p in paths]
     written.append(f"{len(paths)} overlays in {os.path.join(run.out, 'overlays')}")
-  return written
-
+  return files
 
 if __name__ == "__main__":
   _common.run(main)

@@ -197,6 +197,44 @@ def test_refusals_are_one_line_with_exit_code_2(cohort):
   assert not (root / "other").exists()
 
 
+def test_figure_flags_fail_before_the_swap_and_lose_nothing(cohort, tmp_path):
+  """--categories is checked before the run (malformed file) and inside the staging folder
+  (an image without a category): a failure leaves the existing run exactly as it was."""
+  import shutil
+  root = cohort["root"]
+  out = tmp_path / "run"
+  shutil.copytree(cohort["out"], out)
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  common = [f"--weights={cohort['weights']}", f"--images={cohort['images']}",
+            f"--human={root / 'human.csv'}", f"--out={out}", "--overwrite", "--save_overlays",
+            "--noprogress"]
+  (tmp_path / "bad.csv").write_text("image,label\nim0.png,a\n")
+  proc = _cli(*common, f"--categories={tmp_path / 'bad.csv'}")
+  assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+  assert proc.stderr.startswith(f"error: {tmp_path / 'bad.csv'} line 1: header ")
+  assert "name,category" in proc.stderr and "trunk" not in proc.stderr
+  rows = "".join(f"im{i}.png,c{i % 2}\n" for i in range(N - 1))  # im7.png has no row
+  (tmp_path / "missing.csv").write_text("name,category\n" + rows)
+  proc = _cli(*common, f"--categories={tmp_path / 'missing.csv'}")
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f"error: {tmp_path / 'missing.csv'}: no category for 1 of 8 images: 'im7.png'")
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "missing.csv", "run"]
+  # With every image categorised: overlays and datasets.txt are part of the run (listed, hashed).
+  (tmp_path / "good.csv").write_text("name,category\n" + rows + "im7.png,c1\n")
+  proc = _cli(*common, f"--categories={tmp_path / 'good.csv'}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"8 overlays in {out / 'overlays'}" in proc.stdout
+  run = ais_jax.io.load_run(str(out))  # verifies every listed file's sha256
+  files = run["summary"]["files"]
+  assert sorted(f for f in files if f.startswith("overlays/")) == [
+      f"overlays/im{i}.png" for i in range(N)]
+  assert (out / "datasets.txt").read_text().splitlines() == [f"c{i % 2}" for i in range(N - 1)] + [
+      "c1"]
+  assert "datasets.txt" in files and "feature_maps.npy" not in files
+
+
 # ------------------------------------------------------------------------------------------------
 # The pipeline's public pieces, and the other experiment scripts on the same tiny cohort.
 

@@ -327,6 +327,42 @@ def test_existing_run_is_not_touched_without_overwrite(tmp_path):
   assert run["summary"]["third"] and run["images"] == []
 
 
+def test_extra_files_are_swapped_in_with_the_run_and_listed(tmp_path):
+  """write_run(extra_files=...): figures written in the staging folder are listed with their
+  sha256 (load_run verifies them); a failure there leaves the old run exactly as it was."""
+  import hashlib
+  out = tmp_path / "run"
+  png = b"\x89PNG fake bytes"
+
+  def figures(folder):
+    os.makedirs(os.path.join(folder, "overlays"))
+    with open(os.path.join(folder, "overlays", "a.png"), "wb") as f:
+      f.write(png)
+    with open(os.path.join(folder, "datasets.txt"), "w") as f:
+      f.write("x\ny\n")
+    return [os.path.join("overlays", "a.png"), "datasets.txt"]
+
+  written = runs.write_run(str(out), _arrays(), {"first": True}, extra_files=figures)
+  assert written["files"]["overlays/a.png"] == {"bytes": len(png),
+                                                "sha256": hashlib.sha256(png).hexdigest()}
+  assert written["files"]["datasets.txt"]["sha256"] == hashlib.sha256(b"x\ny\n").hexdigest()
+  assert ais_jax.io.load_run(str(out))["summary"]["first"]
+  (out / "overlays" / "a.png").write_bytes(b"edited")
+  with pytest.raises(UserInputError, match="overlays/a.png does not match the sha256"):
+    ais_jax.io.load_run(str(out))
+  (out / "overlays" / "a.png").write_bytes(png)
+  before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+  def failing(folder):
+    figures(folder)
+    raise UserInputError("--categories", "no category for 1 of 4 images")
+
+  with pytest.raises(UserInputError, match="no category"):
+    runs.write_run(str(out), _arrays(), {"second": True}, overwrite=True, extra_files=failing)
+  assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+  assert [p.name for p in tmp_path.iterdir()] == ["run"]  # No staging folder left behind.
+
+
 def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
   out = tmp_path / "run"
   first = _arrays()

@@ -351,7 +351,8 @@ def _atomic_write(out_dir: str, name: str, write) -> None:
 
 
 def write_run(out_dir: str, arrays: Mapping[str, Any], summary: Mapping[str, Any], *,
-              image_names: Sequence[str] | None = None, overwrite: bool = False) -> dict:
+              image_names: Sequence[str] | None = None, overwrite: bool = False,
+              extra_files: Callable[[str], Sequence[str]] | None = None) -> dict:
   """Writes a run folder: built beside it and swapped in complete (:func:`staged_dir`).
 
   Args:
@@ -363,6 +364,9 @@ def write_run(out_dir: str, arrays: Mapping[str, Any], summary: Mapping[str, Any
     image_names: written to ``images.txt``, one per line, when given.
     overwrite: allow replacing an existing non-empty folder (the whole folder is replaced by the
       new run, only once the new run is complete).
+    extra_files: optional ``write(folder) -> relative paths``: writes more files (figures,
+      tables) into the staging folder before summary.json; they are listed in ``files`` with their
+      sha256 and swapped in with the run (an error there leaves ``out_dir`` untouched).
 
   Returns:
     The summary as written.
@@ -390,6 +394,11 @@ def write_run(out_dir: str, arrays: Mapping[str, Any], summary: Mapping[str, Any
       text = "".join(f"{n}\n" for n in image_names).encode("utf-8")
       _atomic_write(work, IMAGES_FILE, lambda f: f.write(text))
       files[IMAGES_FILE] = {"lines": len(image_names), "sha256": hashlib.sha256(text).hexdigest()}
+    if extra_files is not None:
+      for relative in extra_files(work):
+        path = os.path.join(work, relative)
+        files[os.path.relpath(path, work)] = {"bytes": os.path.getsize(path),
+                                              "sha256": sha256_file(path)}
     record = {"schema_version": SCHEMA_VERSION, **jsonable(dict(summary)), "files": files}
     payload = json.dumps(record, indent=2, allow_nan=False,
                          sort_keys=False).encode("utf-8") + b"\n"
