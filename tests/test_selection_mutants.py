@@ -274,9 +274,25 @@ def _pooled_case(n=10, k=4, seed=5):
   return maps, np.corrcoef(rng.standard_normal((n, 5)))
 
 
+def _undefined_prefixes(order, nonzero):
+  """m = 1..K whose kept maps include fewer than 2 maps that are nonzero somewhere: a pooled
+  embedding with one nonzero coordinate gives every pair the same similarity (NaN score)."""
+  return [m for m in range(1, len(order) + 1) if sum(nonzero[j] for j in order[:m]) < 2]
+
+
+def _first_maximum_loop(curve):
+  best, best_m = -math.inf, 0
+  for m, value in enumerate(curve, start=1):
+    if not math.isnan(value) and value > best:
+      best, best_m = value, m
+  return best_m
+
+
 def test_select_maps_bookkeeping_and_undefined_counts():
   maps, human = _pooled_case()
+  maps[..., 1] = 0                                      # a map that is zero everywhere
   n, k, r = 10, 4, 2
+  nonzero = [True, False, True, True]
   # split 0 has 2 test images: 1 test pair, so every test score of it is undefined
   tests = [[7, 2], [9, 0, 3, 1]]
   res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests, seed=3,
@@ -291,21 +307,69 @@ def test_select_maps_bookkeeping_and_undefined_counts():
       n=n, K=k, splits=2, folds=5, seeds=8, seed=3, pair_split=False, test_fraction=None,
       score="r2", similarity="pearson", comparison="pearson", precision="exact", random_orders=r,
       chunk=k, head="PooledHead", explicit_folds=True)
-  # pooled head, one kept map: m = 1 undefined in every curve; split 0's test curves all NaN
+  ais_order = [_undefined_prefixes(o, nonzero) for o in res.orders.tolist()]
+  random = [_undefined_prefixes(o, nonzero) for o in res.random_orders.reshape(-1, k).tolist()]
+  for s in range(2):
+    assert np.flatnonzero(np.isnan(res.train_curves[s])).tolist() == [m - 1 for m in ais_order[s]]
   assert res.undefined == {
-      "train_ais": 0, "train_curves": 2, "test_curves": k + 1, "m_star_undefined": 0,
-      "test_full": 1, "random_train_curves": 2 * r, "random_test_curves": r * (k + 1),
+      "train_ais": 0, "train_curves": sum(map(len, ais_order)),
+      "test_curves": k + len(ais_order[1]), "m_star_undefined": 0, "test_full": 1,
+      "random_train_curves": sum(map(len, random)),
+      "random_test_curves": r * k + sum(map(len, random[r:])),
       "where_curves_undefined_m": [1, 2, 3, 4]}
   assert np.isnan(res.test_full[0]) and np.isnan(res.test_retained[0])
-  assert res.m_star.min() > 1
+  for s in range(2):
+    assert res.m_star[s] == _first_maximum_loop(res.train_curves[s].tolist()) > 1
+    for j in range(r):
+      m = _first_maximum_loop(res.random_train_curves[s, j].tolist())
+      assert res.random_m_star[s, j] == m > 0
+      np.testing.assert_array_equal(res.random_test_retained[s, j],
+                                    res.random_test_curves[s, j, m - 1])
   t = res.timings
   assert min(t.values()) >= 0
   assert t["total_s"] == pytest.approx(t["prepare_s"] + t["compiled_call_s"], rel=1e-9)
-  other = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests, seed=3,
-                                random_orders=r, random_seed=11)
+  other = selection.select_maps(ablation.PooledHead(), maps.tolist(), human, test_indices=tests,
+                                seed=3, random_orders=r, random_seed=11)   # nested lists too
   rng = np.random.default_rng(11)
   np.testing.assert_array_equal(other.random_orders,
                                 [[rng.permutation(k) for _ in range(r)] for _ in range(2)])
+  np.testing.assert_array_equal(other.train_curves, res.train_curves)
+  with pytest.raises(ValueError) as e:
+    selection.select_maps(ablation.PooledHead(), maps, human[:9, :9])
+  assert str(e.value) == ("human: matrix is 9x9 but the cohort has 10 images; the matrix must "
+                          "list the images in the same order as the images")
+
+
+def test_inactive_map_ais_is_exactly_zero_only_with_a_defined_baseline():
+  """A map that is zero in every image of a split's train pairs has train AIS exactly 0 (it
+  changes no train similarity), when the baseline score is defined; a train set of 2 images
+  (1 pair) has an undefined baseline, so every AIS is NaN. AIS against the float64 loop."""
+  rng = np.random.default_rng(12)
+  n, k = 8, 5
+  maps = rng.random((n, 2, 2, k))
+  maps[2:, ..., 3] = 0                                  # map 3: only images 0 and 1
+  maps[:7, ..., 4] = 0                                  # map 4: only image 7
+  human = np.corrcoef(rng.standard_normal((n, 6)))
+  tests = [[0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [4, 5, 6, 7]]
+  res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests,
+                              random_orders=0, memory_budget_gb=_budget_gb(3, n, k) - 2**-30)
+  assert res.settings["chunk"] == 2                     # 1 byte short of 3 prefixes
+  embed = lambda keep: loop._np_embed_pooled(maps, keep)
+  for s, t in enumerate(tests):
+    ais, order, tr, te, _ = loop._np_selection(embed, k, human, t, [])
+    loop._close_nan(res.train_ais[s], ais, 1e-10)
+    loop._close_nan(res.train_curves[s], tr, 1e-10)
+    loop._close_nan(res.test_curves[s], te, 1e-10)
+  assert res.train_ais[0, 3] == 0 and res.train_ais[0, 4] != 0      # image 7 is a train image
+  assert np.isnan(res.train_ais[1]).all() and res.m_star[1] == 0
+  assert res.train_ais[2, 4] == 0 and res.train_ais[2, 3] != 0
+
+
+def test_retained_is_the_test_score_at_m_star():
+  nan = math.nan
+  curves = np.array([[0.1, 0.5, 0.3], [0.2, 0.1, 0.0], [nan, 0.4, 0.2], [0.3, 0.6, 0.9]])
+  got = selection._retained(curves, np.array([2, 1, 0, 3]))
+  np.testing.assert_array_equal(got, [0.5, 0.2, nan, 0.9])
 
 
 def test_select_maps_single_map_and_pair_split_settings():
@@ -318,28 +382,18 @@ def test_select_maps_single_map_and_pair_split_settings():
   assert res.n_test.tolist() == [14, 14] and res.n_train.tolist() == [31, 31]  # round(13.5)
   assert res.m_star.tolist() == [0, 0] and np.isnan(res.test_retained).all()
   assert res.undefined["m_star_undefined"] == 2 and res.undefined["train_curves"] == 2
+  assert res.undefined["where_curves_undefined_m"] == [1]
   assert res.random_orders.shape == (2, 0, 1) and res.random_m_star.shape == (2, 0)
   assert res.settings["folds"] is None and res.settings["test_fraction"] == 0.3
   assert res.settings["pair_split"] and not res.settings["explicit_folds"]
   assert (res.settings["score"], res.settings["seeds"], res.settings["seed"]) == ("r", 2, 4)
 
 
-def test_default_chunk_follows_the_documented_memory_estimate():
-  """(The default with an ample budget, K, is checked by the bookkeeping test.)"""
-  maps, human = _pooled_case(n=10, k=6)
-  per_prefix = 32 * 10 * 64 + 32 * 45                  # 32 n max(K, 64) + 32 P bytes
-  kw = dict(test_indices=[[0, 1, 2, 3]], random_orders=0)
-  head = ablation.PooledHead()
-  for budget, want in [(3 * per_prefix, 3), (3 * per_prefix - 1, 2)]:
-    res = selection.select_maps(head, maps, human, memory_budget_gb=budget / 2**30, **kw)
-    assert res.settings["chunk"] == want, budget
-  rng = np.random.default_rng(0)
-  fc = ablation.FcHead(w1=rng.normal(size=(6, 16)), b1=np.zeros(16), w2=rng.normal(size=(16, 12)),
-                       b2=np.zeros(12), pool_window=2)
-  per_prefix = 32 * 10 * (16 + 12) + 32 * 45            # 32 n (D1 + D2) + 32 P bytes
-  for budget, want in [(5 * per_prefix, 5), (0.5 * per_prefix, 1)]:   # at least 1 prefix
-    res = selection.select_maps(fc, maps, human, memory_budget_gb=budget / 2**30, **kw)
-    assert res.settings["chunk"] == want, budget
+def _budget_gb(prefixes, n, k, fc_widths=None):
+  """memory_budget_gb holding ``prefixes`` prefixes by select_maps' documented estimate:
+  32 n (D1 + D2) + 32 P bytes per prefix for fc heads, 32 n max(K, 64) + 32 P for the others."""
+  width = sum(fc_widths) if fc_widths else max(k, 64)
+  return prefixes * (32 * n * width + 32 * n * (n - 1) // 2) / 2**30
 
 
 # ----------------------------------------------------------------------------------------------
@@ -349,7 +403,9 @@ def test_default_chunk_follows_the_documented_memory_estimate():
 def test_fc_exact_mode_float32_maps_over_chunks_of_three():
   """The exact mode runs the fc head in float64 even on float32 maps (so curves match a float64
   loop to 1e-10, far below float32 rounding), and the prefix scan carries each chunk's last
-  pre-activation into the next (K = 7 in chunks of 3, the last one padded)."""
+  pre-activation into the next (K = 7 in chunks of 3 by the memory estimate, the last one
+  padded). A dead fc6 unit
+  (zero weights) does not make the maps look inactive."""
   f, h = loop._random_case(seed=6, n=9, k=7, hw=4)
   f = f.astype(np.float32)
   rng = np.random.default_rng(8)
@@ -358,9 +414,12 @@ def test_fc_exact_mode_float32_maps_over_chunks_of_three():
   b1 = rng.normal(size=16) * 0.1
   w2 = rng.normal(size=(16, 12)) / 4
   b2 = rng.normal(size=12) * 0.1
+  w1[:, 5] = 0                                          # a dead fc6 unit: no map reaches it
   head = ablation.FcHead(w1=w1, b1=b1, w2=w2, b2=b2, pool_window=window)
   tests = [[0, 2, 5, 8]]
-  res = selection.select_maps(head, f, h, test_indices=tests, random_orders=1, chunk=3)
+  res = selection.select_maps(head, f, h, test_indices=tests, random_orders=1,
+                              memory_budget_gb=_budget_gb(3, 9, k, (16, 12)))
+  assert res.settings["chunk"] == 3                     # the default from the memory estimate
   embed = lambda keep: loop._np_embed_fc(f.astype(np.float64), keep, w1, b1, w2, b2, window)
   ais, order, tr, te, rand = loop._np_selection(embed, k, h, tests[0], res.random_orders[0])
   loop._close_nan(res.train_ais[0], ais, 1e-10)
@@ -482,3 +541,60 @@ def test_select_maps_refuses_maps_of_the_wrong_rank_and_unknown_heads():
   with pytest.raises(TypeError) as e:
     selection.select_maps(object(), maps, human)
   assert str(e.value) == "head: expected PooledHead, FcHead or GenericHead, got <class 'object'>"
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooled heads on signed maps, and Spearman similarity of values that are constant within rounding
+
+
+def test_pooled_signed_maps_and_an_image_zero_in_two_maps():
+  """Feature maps need not be post-ReLU: negative values, and an image whose maps 0 and 2 are
+  zero (prefixes keeping only those give it an all-zero embedding: NaN pairs). Same shapes as
+  the bookkeeping test."""
+  rng = np.random.default_rng(21)
+  maps = rng.normal(size=(10, 2, 2, 4))
+  maps[3, ..., 0] = maps[3, ..., 2] = 0
+  human = np.corrcoef(rng.standard_normal((10, 5)))
+  tests = [[7, 2], [9, 0, 3, 1]]
+  res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests,
+                              random_orders=2, random_seed=4,
+                              memory_budget_gb=_budget_gb(3, 10, 4))
+  assert res.settings["chunk"] == 3
+  embed = lambda keep: loop._np_embed_pooled(maps, keep)
+  for s, t in enumerate(tests):
+    ais, order, tr, te, rand = loop._np_selection(embed, 4, human, t, res.random_orders[s])
+    loop._close_nan(res.train_ais[s], ais, 1e-10)
+    np.testing.assert_array_equal(res.orders[s], order)
+    loop._close_nan(res.train_curves[s], tr, 1e-10)
+    loop._close_nan(res.test_curves[s], te, 1e-10)
+    for j in range(2):
+      loop._close_nan(res.random_train_curves[s, j], rand[j][0], 1e-10)
+      loop._close_nan(res.random_test_curves[s, j], rand[j][1], 1e-10)
+
+
+def test_spearman_similarity_of_an_image_constant_within_rounding():
+  """Image 0's pooled values differ only by ~1e-15 (constant under DESIGN.md's rule): with all
+  maps kept its pairs are NaN although their ranks would differ, so the baseline of a split that
+  trains on it is undefined (every AIS NaN), and so is the test score with all maps."""
+  rng = np.random.default_rng(5)
+  n, k = 8, 5
+  maps = rng.random((n, 2, 2, k)) + 0.1
+  maps[0] = 0.5 + 1e-15 * rng.standard_normal((2, 2, k))
+  human = np.corrcoef(rng.standard_normal((n, 6)))
+  tests = [[0, 1, 2, 3], [4, 5, 6, 7]]
+  res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests,
+                              similarity="spearman", score="r", random_orders=0,
+                              memory_budget_gb=_budget_gb(0.5, n, k))
+  assert res.settings["chunk"] == 1                     # at least one prefix per pass
+  embed = lambda keep: loop._np_embed_pooled(maps, keep)
+  for s, t in enumerate(tests):
+    ais, order, tr, te, _ = loop._np_selection(embed, k, human, t, [], sim="spearman",
+                                               score="r")
+    loop._close_nan(res.train_ais[s], ais, 1e-12)
+    loop._close_nan(res.train_curves[s], tr, 1e-12)
+    loop._close_nan(res.test_curves[s], te, 1e-12)
+  # with all maps kept image 0 is constant; zeroing some of its maps makes it vary again
+  assert np.isnan(res.test_curves[0, [0, k - 1]]).all()
+  assert np.isfinite(res.test_curves[0, 1:k - 1]).all()
+  assert np.isfinite(res.test_curves[1, 1:]).all()
+  assert np.isnan(res.train_ais[1]).all() and np.isfinite(res.train_ais[0]).all()
