@@ -455,7 +455,7 @@ def _load_safetensors(path: str) -> dict[str, np.ndarray]:
       raise CheckpointFormatError(f"{path}: safetensors header of {header_len} bytes does not fit "
                                   f"in a {size}-byte file (truncated?)")
     try:
-      header = json.loads(_read_exact(f, header_len, path, "the safetensors header"))
+      header = json.loads(f.read(header_len))  # fits: checked above
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise CheckpointFormatError(f"{path}: safetensors header is not valid JSON: {e}") from e
     if not isinstance(header, dict):
@@ -513,10 +513,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     obj = _load_zip(path)
   elif head[0:1] == b"\x80":
     obj = _load_legacy(path)
-  elif len(head) > 262 and head[257:262] == b"ustar":
+  elif head[257:262] == b"ustar":
     raise CheckpointFormatError(f"{path}: tar-based torch.save file (PyTorch < 0.4); load and "
                                 "re-save it with a newer torch")
-  elif len(head) > 9 and head[8:9] == b"{":
+  elif head[8:9] == b"{":
     return _as_state_dict(_load_safetensors(path), path)
   else:
     raise CheckpointFormatError(f"{path}: unknown format (expected a torch.save zip or legacy "
