@@ -50,6 +50,7 @@ run_one() {
 
 [tool.mutmut]
 source_paths = ["ais_jax/"]
+also_copy = ["convert/", "experiments/", "weights/"]
 only_mutate = ["ais_jax/$module.py"]
 pytest_add_cli_args_test_selection = [$(printf '"%s", ' $tests)]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]
