@@ -479,9 +479,15 @@ def test_agreement_constant_tolerance_both_sides():
     assert np.isnan(got) == undefined
     if not undefined:
       assert abs(got - want) < 1e-3                  # 1e-12 steps on 1.0: ~1e-4 rounding
-  # the human side too
-  got = _agreement(y[None], 1.0 + 0.9e-12 * alternating, m)[0]
-  assert np.isnan(got)
+  # the human side too; negative values; the largest |value| over the masked entries only
+  assert np.isnan(_agreement(y[None], 1.0 + 0.9e-12 * alternating, m)[0])
+  assert np.isnan(_agreement((-1.0 + 0.9e-12 * alternating)[None], y, m)[0])
+  assert np.isfinite(_agreement((-1.0 + 1.1e-12 * alternating)[None], y, m)[0])
+  masked = np.append(m, False)
+  small = np.append(1e-3 * (1 + 1.1e-12 * alternating), 1e6)[None]   # 1e6 is not a pair
+  assert np.isfinite(_agreement(small, np.append(y, 0.0), masked)[0])
+  small[0, :6] = 1e-3 * (1 + 0.9e-12 * alternating)
+  assert np.isnan(_agreement(small, np.append(y, 0.0), masked)[0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -548,12 +554,13 @@ def test_select_maps_refuses_maps_of_the_wrong_rank_and_unknown_heads():
 
 
 def test_pooled_signed_maps_and_an_image_zero_in_two_maps():
-  """Feature maps need not be post-ReLU: negative values, and an image whose maps 0 and 2 are
-  zero (prefixes keeping only those give it an all-zero embedding: NaN pairs). Same shapes as
-  the bookkeeping test."""
+  """Feature maps need not be post-ReLU: negative values; an image whose maps 0 and 2 are zero
+  (prefixes keeping only those give it an all-zero embedding: NaN pairs); an image with one
+  nonzero map, which its removal leaves all zero (NaN train score, so that map's AIS is NaN)."""
   rng = np.random.default_rng(21)
   maps = rng.normal(size=(10, 2, 2, 4))
   maps[3, ..., 0] = maps[3, ..., 2] = 0
+  maps[5, ..., [0, 1, 3]] = 0                           # image 5: map 2 only (removing it: NaN)
   human = np.corrcoef(rng.standard_normal((10, 5)))
   tests = [[7, 2], [9, 0, 3, 1]]
   res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests,
@@ -570,16 +577,19 @@ def test_pooled_signed_maps_and_an_image_zero_in_two_maps():
     for j in range(2):
       loop._close_nan(res.random_train_curves[s, j], rand[j][0], 1e-10)
       loop._close_nan(res.random_test_curves[s, j], rand[j][1], 1e-10)
+  assert np.isnan(res.train_ais[:, 2]).all() and np.isfinite(res.train_ais[:, [0, 1, 3]]).all()
 
 
 def test_spearman_similarity_of_an_image_constant_within_rounding():
   """Image 0's pooled values differ only by ~1e-15 (constant under DESIGN.md's rule): with all
   maps kept its pairs are NaN although their ranks would differ, so the baseline of a split that
-  trains on it is undefined (every AIS NaN), and so is the test score with all maps."""
+  trains on it is undefined (every AIS NaN), and so is the test score with all maps. Image 5 has
+  one nonzero map: removing it leaves an all-zero embedding (NaN pairs, NaN AIS)."""
   rng = np.random.default_rng(5)
   n, k = 8, 5
   maps = rng.random((n, 2, 2, k)) + 0.1
   maps[0] = 0.5 + 1e-15 * rng.standard_normal((2, 2, k))
+  maps[5, ..., [0, 1, 3, 4]] = 0                        # image 5: map 2 only (removing it: NaN)
   human = np.corrcoef(rng.standard_normal((n, 6)))
   tests = [[0, 1, 2, 3], [4, 5, 6, 7]]
   res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests,
@@ -596,5 +606,6 @@ def test_spearman_similarity_of_an_image_constant_within_rounding():
   # with all maps kept image 0 is constant; zeroing some of its maps makes it vary again
   assert np.isnan(res.test_curves[0, [0, k - 1]]).all()
   assert np.isfinite(res.test_curves[0, 1:k - 1]).all()
-  assert np.isfinite(res.test_curves[1, 1:]).all()
-  assert np.isnan(res.train_ais[1]).all() and np.isfinite(res.train_ais[0]).all()
+  assert np.isfinite(res.test_curves[1, -1])
+  assert np.isnan(res.train_ais[1]).all()
+  assert np.isnan(res.train_ais[0, 2]) and np.isfinite(res.train_ais[0, [0, 1, 3, 4]]).all()
