@@ -373,12 +373,11 @@ class _Engine:
 
   # -- embeddings for arbitrary keep masks (fallback paths) --
   def _embed_keep(self, keep):
-    """``keep [B, K]`` -> embeddings ``[B, n, D]`` (pooled and generic heads; the fc head has its
-    own prefix-sum paths)."""
-    if self.kind in ("pooled", "pooled_rerank"):
+    """``keep [B, K]`` -> embeddings ``[B, n, D]`` (Spearman-pooled and generic heads; the
+    pooled Pearson/cosine and fc heads have their own prefix-sum paths)."""
+    if self.kind == "pooled_rerank":
       return self.e[None] * keep[:, None, :]
-    emb = self.head.embed(self.maps.astype(self.cfg.head_dtype), keep.astype(self.cfg.head_dtype))
-    return emb[0] if isinstance(emb, tuple) else emb
+    return self.head.embed(self.maps.astype(self.cfg.head_dtype), keep.astype(self.cfg.head_dtype))
 
   def full(self):
     """``[P]``."""
