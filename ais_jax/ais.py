@@ -21,7 +21,10 @@ from them both the changed rows (per-image) and the whole ablated matrices (coho
 from the baseline pre-activation, so only fc7 runs per ablation, and only for the active pairs
 (compacted, fixed-size sub-batches, a data-dependent trip count: shapes stay static). The chunk
 loop is ``jax.lax.map`` over a map axis padded to a multiple of the chunk size, so one cohort shape
-compiles once. Image and map axes can be split over a device mesh (``mesh`` with axes 'images'
+compiles once. When even one map's n x n matrices exceed the memory budget, the pooled rank-one
+path (float64, Pearson agreement) computes them a block of rows at a time: per-image rows block by
+block, the cohort agreement from masked sums over the blocks in two passes (mean, then centred
+moments), so memory grows as n^2 only through the Gram and human matrices. Image and map axes can be split over a device mesh (``mesh`` with axes 'images'
 and 'maps', via ``jax.shard_map``).
 
 Precision (DESIGN.md section 3, :mod:`ais_jax.precision`): the head runs in float64 ('exact'),
@@ -66,6 +69,8 @@ IMAGE_AXIS = "images"
 MAP_AXIS = "maps"
 # Rows per fc7 matmul on the fc path (active (map, image) pairs, compacted).
 SUB_BATCH = 1024
+# Fewest rows per block when the n x n matrices of one map are split (plan.row_block).
+ROW_BLOCK_MIN = 8
 
 # Number of times each kernel variant was traced (for compile-count tests and diagnostics).
 TRACE_COUNTS: dict[str, int] = {}
@@ -142,6 +147,8 @@ class _Plan:
   image_devices: int = 1
   map_devices: int = 1
   float64: bool = True      # False: the float64-free path (float32 compensated)
+  row_block: int = 0        # > 0: rows of the n x n matrices per step (pooled_rank_one, float64,
+                            # Pearson agreement) when one map's whole matrices exceed the budget
 
 
 def _baseline_embeddings(plan: _Plan, head, maps):
@@ -293,11 +300,13 @@ def _fc_chunk_contributions(plan, head, pooled, ks):
 
 
 def _chunk_rank_one(plan, head, maps, human, base, ks, kvalid, targets, tvalid):
-  """Pooled head, Pearson or cosine similarity: rank-one updates of the Gram matrix."""
+  """Pooled head, Pearson or cosine similarity: rank-one updates of the Gram matrix (whole
+  ``[c, n, n]`` matrices, or blocks of ``plan.row_block`` rows: :func:`_blocked_agreements`)."""
   del head, maps, tvalid
   ks = ks % plan.num_maps
-  embeddings, _, active, x, g, nnz, bad0 = base
+  embeddings, _, active, x, g, nnz, bad0 = base[:7]
   n, dim = embeddings.shape
+  c = ks.shape[0]
   vv = 1.0 - 1.0 / dim if plan.similarity == "pearson" else 1.0
   # Removed values [c, n] and their centred (pearson) values; a padding slot removes nothing.
   e_k = jnp.where(kvalid[:, None], embeddings[:, ks].T, 0)
@@ -306,15 +315,110 @@ def _chunk_rank_one(plan, head, maps, human, base, ks, kvalid, targets, tvalid):
   nrm_ab = nrm[None] - 2 * e_k * x_k + e_k * e_k * vv       # [c, n] squared norms after removal
   bad_ab = (nnz[None, :] - (e_k != 0)) == 0                  # ablated vector all zero
   bad_ab = bad_ab | bad0[None]
-  et = e_k[:, targets]                                       # [c, t]
-  dot_rows = g[targets][None] - et[:, :, None] * x_k[:, None, :]           # [c, t, n]
-  s_rows = dot_rows / jnp.sqrt(nrm_ab[:, targets][:, :, None] * nrm[None, None, :])
-  s_rows = rsa.poison(s_rows, bad_ab[:, targets], jnp.broadcast_to(bad0, (ks.shape[0], n)))
-  dot_z = (g[None] - e_k[:, None, :] * x_k[:, :, None] - e_k[:, :, None] * x_k[:, None, :]
-           + e_k[:, :, None] * e_k[:, None, :] * vv)                        # [c, n, n]
-  z = dot_z / jnp.sqrt(nrm_ab[:, :, None] * nrm_ab[:, None, :])
-  z = rsa.poison(z, bad_ab, bad_ab)
-  return _agreements(plan, s_rows, z, human, targets)
+
+  def per_image_rows(rows):
+    """Rows ``rows [b]`` of the per-image matrices (only image ``rows[i]`` ablated): [c, b, n]."""
+    et = e_k[:, rows]                                                        # [c, b]
+    dot_rows = g[rows][None] - et[:, :, None] * x_k[:, None, :]
+    s_rows = dot_rows / jnp.sqrt(nrm_ab[:, rows][:, :, None] * nrm[None, None, :])
+    return rsa.poison(s_rows, bad_ab[:, rows], jnp.broadcast_to(bad0, (c, n)))
+
+  def cohort_rows(rows):
+    """Rows ``rows [b]`` of the cohort matrices (every image ablated): [c, b, n]."""
+    dot_z = (g[rows][None] - e_k[:, None, :] * x_k[:, rows, None]
+             - e_k[:, rows, None] * x_k[:, None, :]
+             + e_k[:, rows, None] * e_k[:, None, :] * vv)
+    z = dot_z / jnp.sqrt(nrm_ab[:, rows, None] * nrm_ab[:, None, :])
+    return rsa.poison(z, bad_ab[:, rows], bad_ab)
+
+  if plan.row_block:
+    return _blocked_agreements(plan, per_image_rows, cohort_rows, human, base[7], targets, c)
+  return _agreements(plan, per_image_rows(targets), cohort_rows(jnp.arange(n)), human, targets)
+
+
+def _upper_mask(rows, human):
+  """``[b, n]``: strict upper triangle (``rows[i] < j``, rows past n excluded), human finite."""
+  n = human.shape[0]
+  return ((rows[:, None] < jnp.arange(n)[None, :]) & (rows[:, None] < n)
+          & jnp.isfinite(human[rows % n]))
+
+
+def _row_blocks(n: int, b: int):
+  """``[nb, b]`` row indices covering ``0..n-1`` (the last block padded past n)."""
+  return jnp.arange(-(-n // b) * b).reshape(-1, b)
+
+
+def _blocked_moments(values_of, human, b: int, shape, centre=None, y=None):
+  """Masked sums over the strict upper triangle, ``b`` rows at a time (no ``n x n`` array).
+
+  ``values_of(rows) -> [..., b, n]``. Without ``centre``: ``(sum, max |value|)``; with it
+  (``[...]``): ``(sum(v - centre), sum((v - centre)^2), sum((v - centre) * y))`` where ``y`` is
+  ``(mean, correction)`` of the human values (``y - mean - correction``: twice-centred) or None.
+  """
+  def block(carry, rows):
+    m = _upper_mask(rows, human)
+    v = values_of(rows)
+    if centre is None:
+      add = (jnp.sum(jnp.where(m, v, 0), axis=(-2, -1)),
+             jnp.max(jnp.where(m, jnp.abs(v), 0), axis=(-2, -1)))
+      return (carry[0] + add[0], jnp.maximum(carry[1], add[1])), None
+    d = jnp.where(m, v - centre[..., None, None], 0)
+    add = [jnp.sum(d, axis=(-2, -1)), jnp.sum(d * d, axis=(-2, -1))]
+    if y is not None:
+      dy = jnp.where(m, human[rows % human.shape[0]] - y[0] - y[1], 0)
+      add.append(jnp.sum(d * dy, axis=(-2, -1)))
+    return tuple(a + v_ for a, v_ in zip(carry, add)), None
+
+  zeros = jnp.zeros(shape, jnp.float64)
+  carry = (zeros, zeros) if centre is None else (zeros,) * (2 if y is None else 3)
+  out, _ = jax.lax.scan(block, carry, _row_blocks(human.shape[0], b))
+  return out
+
+
+def _blocked_human_stats(human, b: int):
+  """Moments of the human matrix's strict upper triangle (finite entries), for
+  :func:`_blocked_agreements`: count, twice-centred mean parts, sum of squares, constancy."""
+  take = lambda rows: human[rows % human.shape[0]]
+  count = _blocked_moments(lambda rows: jnp.ones(rows.shape + human.shape[1:]), human, b, ())[0]
+  safe = jnp.maximum(count, 1)
+  total, maxabs = _blocked_moments(take, human, b, ())
+  mean = total / safe
+  d1, _ = _blocked_moments(take, human, b, (), centre=mean)
+  correction = d1 / safe
+  # The twice-centred values (human - mean) - correction, as the cohort pass forms them.
+  sum_dy, syy = _blocked_moments(lambda rows: take(rows) - mean, human, b, (), centre=correction)
+  undefined = (jnp.sqrt(syy / safe) <= rsa.CONSTANT_RTOL * maxabs) | (count < 2)
+  return {"count": safe, "mean": mean, "correction": correction, "sum": sum_dy, "ss": syy,
+          "undefined": undefined}
+
+
+def _blocked_agreements(plan, per_image_rows, cohort_rows, human, hstats, targets, c):
+  """:func:`_agreements` ``b = plan.row_block`` rows at a time: per-image rows block by block
+  (each row's correlation as before), the cohort Pearson agreement from two passes of masked
+  sums over row blocks (mean, then centred moments; the same twice-centred estimate as
+  :func:`ais_jax.rsa.correlation`, equal within rounding). Returns ``([c, t], [c])``."""
+  b = plan.row_block
+  n = human.shape[0]
+
+  def rows_block(tb):
+    mask = jnp.isfinite(human[tb]) & (tb[:, None] != jnp.arange(n)[None, :])
+    return rsa.correlation.kernel(per_image_rows(tb), human[tb], mask,
+                                  kind=plan.comparison, dtype=jnp.float64)        # [c, b]
+
+  rows = jax.lax.map(rows_block, targets.reshape(-1, b))                         # [t/b, c, b]
+  rows = jnp.moveaxis(rows, 1, 0).reshape(c, -1)
+  count = hstats["count"]
+  total, maxabs = _blocked_moments(cohort_rows, human, b, (c,))
+  mean = total / count
+  d1, d2, dxy = _blocked_moments(cohort_rows, human, b, (c,), centre=mean,
+                                 y=(hstats["mean"], hstats["correction"]))
+  cz = d1 / count
+  sxx = d2 - count * cz * cz        # sum of squares of the twice-centred values
+  sxy = dxy - cz * hstats["sum"]
+  r = sxy / jnp.sqrt(sxx * hstats["ss"])
+  undefined = (jnp.sqrt(jnp.maximum(sxx, 0) / count) <= rsa.CONSTANT_RTOL * maxabs) | hstats[
+      "undefined"]
+  return rows, jnp.where(undefined, jnp.nan, r)
 
 
 def _spearman_base(e):
@@ -597,6 +701,8 @@ def _kernel(plan: _Plan, head, maps, human):
     head = jax.tree.map(lambda x: jnp.asarray(x, plan.head_dtype), head)
   if plan.float64:
     base, chunk_fn, embeddings, active = _setup_float64(plan, head, maps)
+    if plan.row_block:
+      base = base + (_blocked_human_stats(human, plan.row_block),)
   else:
     base = _f32_base(plan, head, maps)
     embeddings = base["e"]
@@ -698,6 +804,16 @@ def _plan(head, maps_shape, maps_dtype, *, similarity, comparison, precision, me
     per_map = t * h * w * k * (hb + 4) + 4 * n * 1024 * 8 + 4 * n * n * 8
   per_map *= 2
   slots = -(-(k + 1) // map_devices)            # map slots per device (K maps + 1 baseline)
+  row_block = 0
+  if (path == "pooled_rank_one" and float64 and comparison == "pearson"
+      and per_map > budget and n > ROW_BLOCK_MIN):
+    # One map's whole n x n matrices exceed the budget: one map per chunk, its rows in blocks
+    # (about 12 [b, n] float64 intermediates per row block, with the 2x safety factor).
+    row_block = int(min(n, max(ROW_BLOCK_MIN, budget // (2 * 12 * n * 8))))
+    row_block = -(-t // -(-t // row_block))     # same number of blocks, least padding
+    per_map = 2 * 12 * row_block * n * 8
+    t = -(-t // row_block) * row_block
+    image_pad = t * image_devices
   chunk = int(max(1, min(slots, budget // max(per_map, 1))))
   chunk = -(-slots // -(-slots // chunk))         # same number of chunks, least padding
   if path == "fc":
@@ -714,7 +830,7 @@ def _plan(head, maps_shape, maps_dtype, *, similarity, comparison, precision, me
                image_pad=image_pad,
                generic_embed=head.embed if isinstance(head, GenericHead) else None,
                generic_kind=generic_kind, mesh=mesh, image_devices=image_devices,
-               map_devices=map_devices, float64=float64)
+               map_devices=map_devices, float64=float64, row_block=row_block)
 
 
 def _check_options(similarity, comparison, cohort_score, precision):
@@ -781,7 +897,10 @@ def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: s
     cohort_score: 'r' (difference of agreements) | 'r2' (difference of squared Pearson
       agreements; needs comparison='pearson').
     precision: 'exact' | 'float32' | 'fast' (ais_jax.precision).
-    memory_budget_gb: bounds the intermediates of one chunk of maps (chunk size).
+    memory_budget_gb: bounds the intermediates of one chunk of maps (chunk size). Below one
+      map's whole n x n matrices, the pooled rank-one path (float64, Pearson agreement) splits
+      their rows into blocks (``options['row_block']``; the same AIS within rounding); the other
+      paths cannot go below one map per chunk.
     mesh: optional ``jax.sharding.Mesh`` with axes 'images' and/or 'maps' to split the targets
       and the maps over devices.
     path: force a computation path, one of :data:`PATHS` ('generic' is the reference for every
@@ -848,7 +967,7 @@ def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: s
              "finalize": t_end - t_kernel, "total": t_end - t_start,
              "compiled": sum(TRACE_COUNTS.values()) > traces_before}
   options = {"similarity": similarity, "comparison": comparison, "cohort_score": cohort_score,
-             "precision": precision, "path": plan.path, "chunk": plan.chunk,
+             "precision": precision, "path": plan.path, "chunk": plan.chunk, "row_block": plan.row_block,
              "sub_batch": plan.sub_batch, "memory_budget_gb": memory_budget_gb,
              "mesh": dict(mesh.shape) if mesh is not None else None, "float64": use64}
   return AisResult(per_image=per_image, cohort=cohort_ais,

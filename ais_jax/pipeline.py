@@ -409,7 +409,8 @@ TRUNK_BYTES_PER_INPUT_VALUE = 96
 
 
 def plan_memory(*, n: int, map_shape, input_shape, head, batch_size: int,
-                memory_budget_gb: float, runtime_bytes: int) -> dict:
+                memory_budget_gb: float, runtime_bytes: int, similarity: str = "pearson",
+                comparison: str = "pearson") -> dict:
   """How a run fits ``memory_budget_gb`` (the whole process's resident memory).
 
   The budget left after the runtime (JAX, the model, the inputs already read: ``runtime_bytes``)
@@ -421,10 +422,13 @@ def plan_memory(*, n: int, map_shape, input_shape, head, batch_size: int,
   Args:
     n: images. map_shape: ``(h, w, K)``. input_shape: ``(H, W, 3)``. head: the ablation head.
     batch_size: requested trunk batch. memory_budget_gb: the budget. runtime_bytes: RSS now.
+    similarity, comparison: the AIS options (whether the engine can split one map's n x n
+      matrices into row blocks: pooled heads, Pearson or cosine similarity, Pearson agreement).
 
   Returns:
     A dict for summary.json: ``budget_gb, runtime_gb, free_gb, maps_gb, keep_maps,
-    engine_input_gb, trunk_batch, engine_budget_gb, engine_one_map_gb`` and ``fits`` (False when
+    engine_input_gb, trunk_batch, engine_budget_gb, engine_one_map_gb, engine_row_blocks`` and
+    ``fits`` (False when
     even one map per engine chunk exceeds the budget: the run goes on, and a warning says so).
   """
   from ais_jax.ablation import FcHead, PooledHead
@@ -448,13 +452,19 @@ def plan_memory(*, n: int, map_shape, input_shape, head, batch_size: int,
                     else max(1, min(batch_size, (free / share) // per_image)))
   engine_budget = max(free - engine_input - min(maps_bytes, free / 4) - trunk_batch * per_image,
                       0.05 * budget) / 2
-  # The engine cannot go below one map per chunk: its n x n rows and cohort matrices (measured:
-  # n = 2,000, Lite0, float64, one map per chunk took 0.53 GB over the runtime = 17 n^2 doubles).
-  one_map = 17 * n * n * 8
+  # The engine's floor. Whole matrices: one map per chunk, its n x n rows and cohort matrices
+  # (measured: n = 2,000, Lite0, float64, 0.53 GB over the runtime = 17 n^2 doubles). Row blocks
+  # (the pooled rank-one path with Pearson agreement, ais.compute_ais' row_block): the Gram and
+  # human matrices and their host copies (measured ~4 n^2 doubles at n = 5,000).
+  from ais_jax import precision as precision_mod
+  blocks = (isinstance(head, PooledHead) and similarity in ("pearson", "cosine")
+            and comparison == "pearson" and precision_mod.float64_enabled())
+  one_map = (4 if blocks else 17) * n * n * 8
   return {"budget_gb": memory_budget_gb, "runtime_gb": runtime_bytes / gib, "free_gb": free / gib,
           "maps_gb": maps_bytes / gib, "keep_maps": bool(keep_maps),
           "engine_input_gb": engine_input / gib, "trunk_batch": trunk_batch,
           "engine_budget_gb": engine_budget / gib, "engine_one_map_gb": one_map / gib,
+          "engine_row_blocks": bool(blocks),
           "fits": bool(runtime_bytes + engine_input + one_map <= budget)}
 
 
@@ -699,7 +709,8 @@ def run_ais(*, weights, images, human, out: Optional[str] = None, arch: Optional
   shape_maps = map_shape(module, variables, resized.shape[1:])
   memory = plan_memory(n=n, map_shape=shape_maps, input_shape=resized.shape[1:], head=head,
                        batch_size=batch_size, memory_budget_gb=float(memory_budget_gb),
-                       runtime_bytes=current_rss_bytes())
+                       runtime_bytes=current_rss_bytes(), similarity=similarity,
+                       comparison=comparison)
   if not memory["fits"]:
     message = (f"--memory_budget_gb={memory_budget_gb}: the AIS engine needs about "
                f"{memory['engine_one_map_gb']:.2f} GB for one map at n = {n} on top of "

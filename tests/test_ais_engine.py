@@ -138,6 +138,44 @@ def test_compiles_once_per_cohort_shape(golden):
   assert not jax.config.jax_enable_x64, "the caller's global x64 flag must stay off"
 
 
+def test_row_blocks_equal_whole_matrices_and_golden(golden):
+  """A budget below one map's n x n matrices splits their rows into blocks (pooled rank-one path,
+  float64, Pearson agreement): the same AIS as the whole matrices and the golden values, the same
+  undefined values, and Spearman agreement (ranks need the whole matrix) is never blocked."""
+  head = _heads(golden)["gap"]
+  f, h = golden["F"], golden["H"]
+  for sim in ("pearson", "cosine"):
+    whole = ais.compute_ais(head, f, h, similarity=sim)
+    blocked = ais.compute_ais(head, f, h, similarity=sim, memory_budget_gb=1e-7)
+    assert whole.options["row_block"] == 0
+    assert blocked.options["row_block"] == 8 and blocked.options["chunk"] == 1  # 15 rows -> 2 x 8
+    _assert_matches(blocked.per_image, golden[f"per_image_gap_{sim}_pearson"], f"{sim} blocked")
+    _assert_matches(blocked.cohort, golden[f"cohort_gap_{sim}_pearson"], f"{sim} blocked cohort")
+    assert np.max(np.abs(blocked.per_image - whole.per_image)) <= 1e-14
+    assert np.max(np.abs(blocked.cohort - whole.cohort)) <= 1e-14
+    assert abs(blocked.baseline - whole.baseline) <= 1e-15
+    assert blocked.per_image[2, 4] == 0.0
+  r2 = ais.cohort_ais(head, f, h, score="r2", memory_budget_gb=1e-7)
+  _assert_matches(r2, golden["cohort_r2_gap"], "blocked r2")
+  # Undefined values: a map whose removal empties image 5, then an all-zero image 7.
+  f = f.copy()
+  k = int(np.argmax(f[5].mean(axis=(0, 1))))
+  f[5, ..., [j for j in range(6) if j != k]] = 0
+  for case in ("one NaN", "all-zero image"):
+    if case == "all-zero image":
+      f[7] = 0
+    whole = ais.compute_ais(head, f, h)
+    blocked = ais.compute_ais(head, f, h, memory_budget_gb=1e-7)
+    np.testing.assert_array_equal(np.isnan(blocked.per_image), np.isnan(whole.per_image), case)
+    np.testing.assert_array_equal(np.isnan(blocked.cohort), np.isnan(whole.cohort), case)
+    assert blocked.undefined["undefined_baseline_rows"] == whole.undefined[
+        "undefined_baseline_rows"]
+    assert np.nanmax(np.abs(blocked.per_image - whole.per_image)) <= 1e-14, case
+  assert np.isnan(blocked.cohort).all() and np.isnan(blocked.per_image).sum() > 1
+  spearman = ais.compute_ais(head, golden["F"], h, comparison="spearman", memory_budget_gb=1e-7)
+  assert spearman.options["row_block"] == 0
+
+
 # ----------------------------------------------------------------------------------------------
 # Undefined values and option checks
 

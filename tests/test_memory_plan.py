@@ -21,6 +21,17 @@ def test_plan_keeps_small_cohorts_and_streams_big_ones():
   assert 1 <= big["trunk_batch"] < 32
   assert big["trunk_batch"] * pipeline.TRUNK_BYTES_PER_INPUT_VALUE * 224 * 224 * 3 <= free / 4
   assert 0 < big["engine_budget_gb"] * gib < free
+  # Pooled head, Pearson agreement: the engine splits one map's n x n matrices into row blocks,
+  # so its floor is the Gram and human matrices, not 17 n x n intermediates.
+  assert big["engine_row_blocks"]
+  assert big["engine_one_map_gb"] == pytest.approx(4 * 2000**2 * 8 / gib)
+  ranks = pipeline.plan_memory(n=2000, memory_budget_gb=1.0, comparison="spearman", **common)
+  assert not ranks["engine_row_blocks"]
+  assert ranks["engine_one_map_gb"] == pytest.approx(17 * 2000**2 * 8 / gib)
+  # n = 3,000 at 1 GB: row blocks fit (0.27 GB floor), whole matrices do not (1.14 GB).
+  n3000 = dict(common, n=3000, memory_budget_gb=1.0)
+  assert pipeline.plan_memory(**n3000)["fits"]
+  assert not pipeline.plan_memory(**n3000, comparison="spearman")["fits"]
   # A generic head cannot be reduced: its maps are kept whatever the budget.
   generic = pipeline.plan_memory(n=2000, memory_budget_gb=1.0,
                                  **dict(common, head=ablation.GenericHead(embed=None)))

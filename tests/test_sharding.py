@@ -22,13 +22,16 @@ SCRIPT = textwrap.dedent("""
     fc = ablation.FcHead(w1=g["W1"].T, b1=g["b1"], w2=g["W2"].T, b2=g["b2"], pool_window=2)
     mesh = jax.make_mesh((2, 4), ("images", "maps"))
     out = {}
-    for name, head in (("fc", fc), ("gap", ablation.PooledHead())):
+    for name, head, budget in (("fc", fc, 2.0), ("gap", ablation.PooledHead(), 2.0),
+                               ("gap_row_blocks", ablation.PooledHead(), 1e-7)):
       plain = ais.compute_ais(head, g["F"], g["H"])
-      sharded = ais.compute_ais(head, g["F"], g["H"], mesh=mesh)
+      sharded = ais.compute_ais(head, g["F"], g["H"], mesh=mesh, memory_budget_gb=budget)
       out[name] = {
           "per_image": float(np.max(np.abs(sharded.per_image - plain.per_image))),
           "cohort": float(np.max(np.abs(sharded.cohort - plain.cohort))),
-          "golden": float(np.max(np.abs(sharded.per_image - g[f"per_image_{name}_pearson_pearson"]))),
+          "golden": float(np.max(np.abs(
+              sharded.per_image - g[f"per_image_{name[:3].rstrip('_')}_pearson_pearson"]))),
+          "row_block": sharded.options["row_block"],
           "zero": float(sharded.per_image[2, 4]),
           "mesh": sharded.options["mesh"],
       }
@@ -49,3 +52,4 @@ def test_sharded_equals_unsharded():
     assert r["per_image"] <= 1e-12 and r["cohort"] <= 1e-12, (name, r)
     assert r["golden"] <= 1e-10, (name, r)
     assert r["zero"] == 0.0, (name, r)
+  assert result["gap_row_blocks"]["row_block"] > 0 and result["gap"]["row_block"] == 0
