@@ -110,6 +110,20 @@ def test_split_usage_few_pairs_boundary_and_all_dropped():
 # pair_split_masks
 
 
+def _pair_split_reference(h, seeds, seed, fraction):
+  """(train, test) lists of upper-triangle pair positions, split by split, by the documented
+  recipe: default_rng(s).permutation of the finite pairs, the first round(fraction * count) test."""
+  n = h.shape[0]
+  pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+  finite = [p for p, (i, j) in enumerate(pairs) if not np.isnan(h[i, j])]
+  n_test = round(fraction * len(finite))
+  out = []
+  for s in range(seed, seed + seeds):
+    shuffled = [finite[i] for i in np.random.default_rng(s).permutation(len(finite))]
+    out.append((sorted(shuffled[n_test:]), sorted(shuffled[:n_test])))
+  return out
+
+
 def test_pair_split_defaults_against_a_loop():
   rng = np.random.default_rng(2)
   n = 9
@@ -117,14 +131,11 @@ def test_pair_split_defaults_against_a_loop():
   h = h + h.T
   h[0, 5] = h[5, 0] = h[3, 7] = h[7, 3] = np.nan
   train, test = selection.pair_split_masks(h)          # defaults: seeds 8 from seed 0, 20%
-  pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-  finite = [p for p, (i, j) in enumerate(pairs) if not np.isnan(h[i, j])]
-  assert len(finite) == 34 and train.shape == test.shape == (8, len(pairs))
-  n_test = 7                                           # round(0.2 * 34) = round(6.8)
-  for s in range(8):
-    shuffled = [finite[i] for i in np.random.default_rng(s).permutation(len(finite))]
-    assert sorted(np.flatnonzero(test[s])) == sorted(shuffled[:n_test])
-    assert sorted(np.flatnonzero(train[s])) == sorted(shuffled[n_test:])
+  assert train.shape == test.shape == (8, 36)
+  assert test.sum(1).tolist() == [7] * 8                # round(0.2 * 34 finite pairs)
+  for s, (want_train, want_test) in enumerate(_pair_split_reference(h, 8, 0, 0.2)):
+    assert np.flatnonzero(test[s]).tolist() == want_test
+    assert np.flatnonzero(train[s]).tolist() == want_train
   train1, test1 = selection.pair_split_masks(h, seeds=1, seed=1)
   np.testing.assert_array_equal(test1[0], test[1])
   np.testing.assert_array_equal(train1[0], train[1])
@@ -372,6 +383,24 @@ def test_retained_is_the_test_score_at_m_star():
   np.testing.assert_array_equal(got, [0.5, 0.2, nan, 0.9])
 
 
+def test_select_maps_defaults_and_image_fold_seeds():
+  """Defaults: 5 image folds x 8 seeds from seed 0, one random order per split from
+  default_rng((0, 1)); explicit folds/seeds/seed are passed on (same split count: 4 x 10)."""
+  maps, human = _pooled_case()
+  for kw, (folds, seeds, seed) in [({}, (5, 8, 0)), (dict(folds=4, seeds=10, seed=3), (4, 10, 3))]:
+    res = selection.select_maps(ablation.PooledHead(), maps, human, **kw)
+    want = [(s, f, np.sort(part).tolist()) for s in range(seed, seed + seeds)
+            for f, part in enumerate(np.array_split(np.random.default_rng(s).permutation(10),
+                                                    folds))]
+    assert [(x.seed, x.fold, x.test_indices.tolist()) for x in res.splits] == want
+    rng = np.random.default_rng((seed, 1))
+    np.testing.assert_array_equal(res.random_orders[:, 0], [rng.permutation(4) for _ in range(40)])
+    assert res.random_orders.shape == (40, 1, 4)
+    assert (res.settings["folds"], res.settings["seeds"], res.settings["seed"]) == (folds, seeds,
+                                                                                    seed)
+    assert res.settings["random_orders"] == 1 and res.settings["chunk"] == 4
+
+
 def test_select_maps_single_map_and_pair_split_settings():
   """K = 1 with a pooled head: every train score is undefined, so m* = 0 and the retained test
   score is NaN; the pair split reports pair counts and its own settings."""
@@ -380,6 +409,9 @@ def test_select_maps_single_map_and_pair_split_settings():
                               seed=4, test_fraction=0.3, score="r", random_orders=0)
   assert res.splits is None
   assert res.n_test.tolist() == [14, 14] and res.n_train.tolist() == [31, 31]  # round(13.5)
+  for s, (want_train, want_test) in enumerate(_pair_split_reference(human, 2, 4, 0.3)):
+    assert np.flatnonzero(res.test_masks[s]).tolist() == want_test
+    assert np.flatnonzero(res.train_masks[s]).tolist() == want_train
   assert res.m_star.tolist() == [0, 0] and np.isnan(res.test_retained).all()
   assert res.undefined["m_star_undefined"] == 2 and res.undefined["train_curves"] == 2
   assert res.undefined["where_curves_undefined_m"] == [1]
