@@ -50,13 +50,8 @@ def _load_cohort(*, dataset: str, data_dir: str, images: str, human_subjects: st
     if images or human_subjects:
       raise UserInputError("--dataset", "kriegeskorte92 brings its own images and subjects; "
                            "leave --images and --human_subjects empty")
-    if not data_dir:
-      raise UserInputError("--data_dir", "required with --dataset=kriegeskorte92: the folder "
-                           "with the 92-image files")
-    try:
-      data = kriegeskorte92.load(data_dir)
-    except (FileNotFoundError, ValueError) as e:
-      raise UserInputError("--data_dir", str(e)) from None
+    # Empty --data_dir: the cache, filled from the public copy (sha256-checked), as experiments.run.
+    data, data_dir = kriegeskorte92.load_for_command(data_dir)
     return (data.images, list(data.image_names), -data.subject_dissimilarity,
             {"dataset": "kriegeskorte92", "data_dir": os.path.abspath(data_dir),
              "human": "S = -D per subject (dissimilarity judgments)"})

@@ -35,7 +35,9 @@ _common.define_flag(flags.DEFINE_enum, "human_kind", None, ["similarity", "dissi
                     "given: used as similarities, but distance-looking matrices are refused.")
 _common.define_flag(flags.DEFINE_string, "dataset", "", "'kriegeskorte92': the 92 images and "
                     "16 subjects from --data_dir (instead of --images/--human_subjects).")
-_common.define_path("data_dir", "", "Folder of the --dataset files.")
+_common.define_path("data_dir", "", "Folder of the --dataset files (empty: the cache "
+                    "$AIS_JAX_HOME/data/kriegeskorte92, downloaded there with sha256 checks on "
+                    "first use; offline, point it at a folder holding the files).")
 _common.define_path_list("compare_weights", [], "Other weights whose baseline "
                     "agreement is drawn against the noise ceiling (e.g. "
                     "efficientnet_lite1_imagenet,efficientnet_lite2_imagenet).")

@@ -57,3 +57,21 @@ def test_download_checks_sha256(tmp_path, monkeypatch):
   assert not (fresh / kriegeskorte92.JUDGMENTS_FILE).exists()
   with pytest.raises(FileNotFoundError, match="missing"):
     kriegeskorte92.load(str(tmp_path / "nothing"))
+
+
+def test_inference_job_fills_the_cache_when_data_dir_is_empty(tmp_path, monkeypatch):
+  """experiments.inference --dataset=kriegeskorte92 without --data_dir: the cache, downloaded
+  there (sha256-checked) as for experiments.run; a folder without the files names --data_dir."""
+  from ais_jax import inference_job
+  from ais_jax.errors import UserInputError
+  monkeypatch.setenv("AIS_JAX_HOME", str(tmp_path / "home"))
+  monkeypatch.setattr(kriegeskorte92, "URL", "file://" + os.path.abspath(K92_DIR) + "/{}")
+  common = dict(dataset="kriegeskorte92", images="", human_subjects="", human_kind=None,
+                human_key=None)
+  images, names, subjects, record = inference_job._load_cohort(data_dir="", **common)
+  cache = tmp_path / "home" / "data" / "kriegeskorte92"
+  assert record["data_dir"] == str(cache)
+  assert sorted(os.listdir(cache)) == sorted(kriegeskorte92.SHA256)
+  assert images.shape == (92, 175, 175, 3) and subjects.shape == (16, 92, 92) and len(names) == 92
+  with pytest.raises(UserInputError, match=r"^--data_dir: .*offline: point --data_dir at a folder"):
+    inference_job._load_cohort(data_dir=str(tmp_path / "empty"), **common)
