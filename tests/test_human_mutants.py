@@ -461,3 +461,14 @@ def test_reordered_property():
   assert not human_io.HumanMatrix(m).reordered
   assert not human_io.HumanMatrix(m, ["a", "b", "c"], np.arange(3)).reordered
   assert human_io.HumanMatrix(m, ["b", "a", "c"], np.array([1, 0, 2])).reordered
+
+
+def test_one_image_csv_labelled_or_not_reaches_the_size_check(tmp_path):
+  # One image: a labelled 2 x 2 file is still labelled (the label is matched, then the size is
+  # refused); a single empty field is one missing entry, not an empty labelled matrix.
+  (tmp_path / "one.csv").write_text(",cat\ncat,5\n")
+  (tmp_path / "empty_field.csv").write_text('""\n')
+  for name in ("one.csv", "empty_field.csv"):
+    path = str(tmp_path / name)
+    assert _error(human_io.load_human, path, image_names=["cat.png"]) == (
+        f"{path}: at least 4 images are needed, got 1")
