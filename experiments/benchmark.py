@@ -62,6 +62,9 @@ flags.DEFINE_string("precision", "exact", "Precision of --task=cohort/scaling.")
 flags.DEFINE_enum("similarity", "pearson", ["pearson", "spearman", "cosine"],
                   "First-order similarity of --task=cohort/scaling.")
 flags.DEFINE_float("run_timeout_s", 3600, "Time limit of each run of --task=scaling.")
+flags.DEFINE_list("merge", [], "--task=scaling: run nothing; merge these scaling reports (JSON "
+                  "written by --out, e.g. sizes measured at different times) into --out, with "
+                  "the exponents refitted over all sizes and the plot.")
 
 K, SIDE, POOLED, D1, D2 = 512, 14, 7, 4096, 4096
 
@@ -508,6 +511,12 @@ def scaling(ns, seed, weights, memory_budget_gb, precision, timeout_s, out, trun
     rows.append(json.loads(lines[-1][len("COHORT "):]))
     print(f"n={n}: {time.perf_counter() - t:.0f} s, {json.dumps(rows[-1]['seconds'])}, "
           f"peak RSS {rows[-1]['peak_rss_gb']:.2f} GB", flush=True)
+  return scaling_report(rows, out)
+
+
+def scaling_report(rows, out):
+  """Fitted log-log exponents per stage over the successful ``rows``; written to ``out`` (JSON)
+  with the plot beside it."""
   good = sorted((r for r in rows if "error" not in r), key=lambda r: r["n"])
   fits = {}
   if len(good) >= 2:
@@ -517,7 +526,7 @@ def scaling(ns, seed, weights, memory_budget_gb, precision, timeout_s, out, trun
       if all(v and v > 0 for v in y):
         fits[stage] = float(np.polyfit(x, np.log(y), 1)[0])
     fits["peak_rss"] = float(np.polyfit(x, np.log([r["peak_rss_gb"] for r in good]), 1)[0])
-  report = {"runs": rows, "exponents": fits, "machine": machine()}
+  report = {"runs": sorted(rows, key=lambda r: r["n"]), "exponents": fits, "machine": machine()}
   if out:
     with open(out, "w") as f:
       json.dump(report, f, indent=2)
@@ -575,6 +584,13 @@ def main(argv):
     report = cohort_run(FLAGS.n, FLAGS.data_seed, FLAGS.weights, FLAGS.memory_budget_gb,
                         FLAGS.precision, FLAGS.trunk, FLAGS.similarity)
     print("COHORT " + json.dumps(report), flush=True)
+  elif FLAGS.task == "scaling" and FLAGS.merge:
+    rows = []
+    for path in FLAGS.merge:
+      with open(path) as f:
+        rows += json.load(f)["runs"]
+    print(scaling_table(scaling_report(rows, FLAGS.out)))
+    return
   elif FLAGS.task == "scaling":
     report = scaling([int(v) for v in FLAGS.ns], FLAGS.data_seed, FLAGS.weights,
                      FLAGS.memory_budget_gb, FLAGS.precision, FLAGS.run_timeout_s, FLAGS.out,
