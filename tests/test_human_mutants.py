@@ -472,3 +472,14 @@ def test_one_image_csv_labelled_or_not_reaches_the_size_check(tmp_path):
     path = str(tmp_path / name)
     assert _error(human_io.load_human, path, image_names=["cat.png"]) == (
         f"{path}: at least 4 images are needed, got 1")
+
+
+def test_match_labels_refuses_two_images_on_one_label_and_returns_an_integer_index():
+  # cat.png and cat.jpg both match the label "cat" by stem: as many labels as images, no image
+  # unmatched, but "eel" is left over.
+  message = _error(human_io.match_labels, ["cat", "dog", "eel"], ["cat.png", "cat.jpg", "dog.png"],
+                   source="src")
+  assert message.startswith("src: the labels do not match the images (3 labels, 3 images): "
+                            "images without a label [], labels matching no image ['eel']; ")
+  empty = human_io.match_labels([], [], source="src")
+  assert empty.shape == (0,) and empty.dtype.kind == "i"
