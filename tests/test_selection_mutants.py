@@ -460,6 +460,11 @@ def test_fc_exact_mode_float32_maps_over_chunks_of_three():
   loop._close_nan(res.test_curves[0], te, 1e-10)
   loop._close_nan(res.random_train_curves[0, 0], rand[0][0], 1e-10)
   assert np.isfinite(tr[1:]).all()
+  # one byte short of 3 prefixes: chunks of 2, the same curves
+  res2 = selection.select_maps(head, f, h, test_indices=tests, random_orders=0,
+                               memory_budget_gb=_budget_gb(3, 9, k, (16, 12)) - 2**-30)
+  assert res2.settings["chunk"] == 2
+  loop._close_nan(res2.train_curves[0], tr, 1e-10)
 
 
 # ----------------------------------------------------------------------------------------------
