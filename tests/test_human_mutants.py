@@ -483,3 +483,30 @@ def test_match_labels_refuses_two_images_on_one_label_and_returns_an_integer_ind
                             "images without a label [], labels matching no image ['eel']; ")
   empty = human_io.match_labels([], [], source="src")
   assert empty.shape == (0,) and empty.dtype.kind == "i"
+
+
+def test_labelled_csv_detection_reads_every_label(tmp_path):
+  s = _similarity(4)
+  numbers = [",".join(repr(float(v)) for v in row) for row in s]
+  # Only the first column label is text, the row labels are numbers: labelled (so it needs the
+  # image names), not a parse error.
+  (tmp_path / "first.csv").write_text(",x,1,2,3\n" + "\n".join(
+      f"{k},{row}" for k, row in enumerate(numbers)) + "\n")
+  path = str(tmp_path / "first.csv")
+  assert _error(human_io.load_human, path) == (
+      f"{path}: a labelled matrix is matched to the image names, but none are known here "
+      "(precomputed --maps, or a .npy --images without --image_list)")
+  # Numeric labels that are the image names exactly (names without an extension) are labels.
+  names = ["1", "2", "3", "4"]
+  order = [2, 0, 3, 1]
+  labels = [names[k] for k in order]
+  _write_labelled_csv(tmp_path / "exact.csv", s[np.ix_(order, order)], labels, labels)
+  np.testing.assert_array_equal(
+      human_io.load_human(str(tmp_path / "exact.csv"), image_names=names), s)
+  # One numeric column label that is no image name: the header is data (numbers only), so the
+  # label column and the header row differ in one place.
+  lines = (tmp_path / "exact.csv").read_text().splitlines()
+  (tmp_path / "one_off.csv").write_text("\n".join([",9" + lines[0][2:]] + lines[1:]) + "\n")
+  message = _error(human_io.load_human, str(tmp_path / "one_off.csv"), image_names=names)
+  assert message.startswith(f"{tmp_path / 'one_off.csv'}: matrix is not symmetric: 1 pairs "
+                            "differ"), message
