@@ -72,6 +72,10 @@ def check_human_kind(similarity, *, kind_stated: bool, name: str = "human") -> s
           "like; check --human_kind")
 
 
+# Values per row block of the human-matrix checks (float64: 32 MB per temporary).
+VALIDATION_BLOCK_VALUES = 2**22
+
+
 def _locate(mask: np.ndarray, limit: int = 10) -> str:
   idx = np.argwhere(mask)
   shown = ", ".join(str(tuple(int(v) for v in row)) for row in idx[:limit])
@@ -125,9 +129,16 @@ def validate_human_similarity(human, n_images: int | None = None, *, name: str =
     raise ValueError(f"{name}: missing (NaN) pattern is not symmetric at {_locate(np.triu(asym_nan))}"
                      "; a missing pair must be missing in both (i, j) and (j, i)")
   finite_off = off & ~nan
-  scale = float(np.max(np.abs(h[finite_off]))) if finite_off.any() else 0.0
+  # Row blocks: no n x n float temporaries (n = 5,000: 0.2 GB each) beside the matrix itself.
+  rows = max(1, VALIDATION_BLOCK_VALUES // n)
+  blocks = [(i0, min(i0 + rows, n)) for i0 in range(0, n, rows)]
+  scale = max(float(np.max(np.abs(np.where(finite_off[i0:i1], h[i0:i1], 0))))
+              for i0, i1 in blocks)
+  asym = np.zeros((n, n), bool)
   with np.errstate(invalid="ignore"):
-    asym = (np.abs(h - h.T) > symmetry_rtol * scale) & finite_off
+    for i0, i1 in blocks:
+      asym[i0:i1] = ((np.abs(h[i0:i1] - h[:, i0:i1].T) > symmetry_rtol * scale)
+                     & finite_off[i0:i1])
   if asym.any():
     worst = np.unravel_index(np.nanargmax(np.where(asym, np.abs(h - h.T), -1)), h.shape)
     raise ValueError(

@@ -304,6 +304,28 @@ def test_validation_wrong_cohort_size_and_good_matrix():
   assert out.dtype == np.float64 and np.isnan(out[0, 3])
 
 
+@pytest.mark.parametrize("rows_per_block", [1, 3, 100])
+def test_symmetry_check_in_row_blocks(monkeypatch, rows_per_block):
+  """The blocked symmetry check (no n x n temporaries) against a plain float64 comparison: the
+  same pairs flagged whatever the block size, the tolerance relative to the largest finite
+  off-diagonal entry (here in the last block), accepted just inside, refused just outside."""
+  from ais_jax import validation
+  n = 10
+  monkeypatch.setattr(validation, "VALIDATION_BLOCK_VALUES", rows_per_block * n)
+  h = _good_human(n)
+  h[8, 9] = h[9, 8] = -4.0                       # the scale: 4 (diagonal 1 is not counted)
+  h[0, 0] = 50.0
+  tol = validation.SYMMETRY_RTOL * 4.0
+  h[2, 7] = h[7, 2] + 0.9 * tol                   # inside: accepted
+  validate_human_similarity(h, name="human")
+  h[3, 8] = h[8, 3] + 1.1 * tol                   # outside: refused, named
+  h[6, 1] = h[1, 6] - 1.1 * tol
+  plain = (np.abs(h - h.T) > tol) & ~np.eye(n, dtype=bool)
+  assert np.argwhere(np.triu(plain)).tolist() == [[1, 6], [3, 8]]
+  with pytest.raises(ValueError, match=r"human: matrix is not symmetric: 2 pairs differ, e\.g\. "):
+    validate_human_similarity(h, name="human")
+
+
 def _set(h, pairs, value, symmetric=True):
   h = np.array(h, dtype=np.float64)
   for i, j in pairs:
