@@ -646,3 +646,20 @@ def test_spearman_similarity_of_an_image_constant_within_rounding():
   assert np.isfinite(res.test_curves[1, -1])
   assert np.isnan(res.train_ais[1]).all()
   assert np.isnan(res.train_ais[0, 2]) and np.isfinite(res.train_ais[0, [0, 1, 3, 4]]).all()
+
+
+def test_all_maps_prefix_is_the_exact_two_pass_similarity():
+  """Maps with a large constant offset: the cumulative-sum prefixes lose digits (documented), but
+  the m = K prefix (the model with all maps, so also test_full) is the exact two-pass similarity:
+  equal to the float64 loop to 1e-10. Same shapes as the bookkeeping test."""
+  maps, human = _pooled_case()
+  maps = maps + 1e4
+  tests = [[7, 2, 4], [9, 0, 3, 1]]
+  res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests, seed=3,
+                              random_orders=2)
+  embed = lambda keep: loop._np_embed_pooled(maps, keep)
+  for s, t in enumerate(tests):
+    _, _, tr, te, _ = loop._np_selection(embed, 4, human, t, [])
+    assert abs(res.train_curves[s, -1] - tr[-1]) < 1e-10
+    assert abs(res.test_full[s] - te[-1]) < 1e-10
+    assert abs(res.random_test_curves[s, 0, -1] - te[-1]) < 1e-10
