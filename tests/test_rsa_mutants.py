@@ -1,0 +1,232 @@
+"""ais_jax.rsa behaviour that the mutation run on rsa.py found untested (BUILD.md "Mutation
+testing"): the ``_entry`` wrapper itself, masks of ``is_constant``, ``correlation_change``'s
+defaults, broadcasting, error message and undefined rule on each argument, the float32
+similarity forms, batched triangle/row helpers and ``human_mask``. References: scipy.stats,
+numpy float64 loops and hand-worked cases."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from ais_jax import rsa
+from ais_jax.precision import float64_scope
+
+CORRELATE = {"pearson": lambda a, b: scipy.stats.pearsonr(a, b)[0],
+             "spearman": lambda a, b: scipy.stats.spearmanr(a, b)[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The public-entry wrapper
+
+
+def test_entry_runs_eager_calls_jitted_in_float64_and_traced_calls_inline():
+  traced_with = []
+
+  def scale(x, *, factor="two"):
+    traced_with.append(factor)
+    return x * (2 if factor == "two" else 3)
+
+  wrapped = rsa._entry("factor")(scale)
+  assert wrapped.kernel is scale and wrapped.__name__ == "scale"
+  x = np.array([1.0, 2.0, 1.0 + 2.0**-40])  # 2**-40 is lost in float32
+  out = wrapped(x, factor="three")
+  assert out.dtype == jnp.float64 and not jax.config.jax_enable_x64
+  np.testing.assert_array_equal(np.asarray(out), 3 * x)
+  wrapped(x + 1, factor="three")  # same shape and static argument: no new trace
+  assert traced_with == ["three"] and wrapped.jitted._cache_size() == 1
+  # Inside the caller's jit the kernel runs inline, in the caller's (float32) dtype.
+  inner = jax.jit(lambda v: wrapped(v, factor="two"))(np.float32([1.5, 2.5]))
+  assert traced_with == ["three", "two"] and inner.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(inner), np.float32([3.0, 5.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# is_constant over a mask
+
+
+def test_is_constant_restricted_to_the_mask():
+  x = np.array([[4.0, 4.0, 4.0, 9.0],
+                [1.0, 2.0, 3.0, 3.0]])
+  mask = np.array([True, True, True, False])  # broadcast over the rows
+  np.testing.assert_array_equal(np.asarray(rsa.is_constant(x, mask)), [True, False])
+  np.testing.assert_array_equal(np.asarray(rsa.is_constant(x)), [False, False])
+  mask2 = np.array([[False, True, True, True], [False, False, True, True]])
+  np.testing.assert_array_equal(np.asarray(rsa.is_constant(x, mask2)), [False, True])
+  # Full-rank mask with the vectors along axis 0.
+  np.testing.assert_array_equal(np.asarray(rsa.is_constant(x.T, mask2.T, axis=0)),
+                                [False, True])
+
+
+# ---------------------------------------------------------------------------------------------
+# correlation_change
+
+
+def _change_reference(x, dx, y, kind, mask=None):
+  """float64 scipy: (r(x, y), r(x + dx, y) - r(x, y)) row by row over the mask."""
+  x, dx, y = np.broadcast_arrays(x, dx, y)
+  mask = np.ones(x.shape, bool) if mask is None else np.broadcast_to(mask, x.shape)
+  r, change = [], []
+  for xi, dxi, yi, mi in zip(x.reshape(-1, x.shape[-1]), dx.reshape(-1, x.shape[-1]),
+                             y.reshape(-1, x.shape[-1]), mask.reshape(-1, x.shape[-1])):
+    before = CORRELATE[kind](xi[mi], yi[mi])
+    r.append(before)
+    change.append(CORRELATE[kind](xi[mi] + dxi[mi], yi[mi]) - before)
+  return np.reshape(r, x.shape[:-1]), np.reshape(change, x.shape[:-1])
+
+
+def _change(x, dx, y, mask=None, **kind):
+  with float64_scope():
+    r, change = rsa.correlation_change(jnp.asarray(x), jnp.asarray(dx), jnp.asarray(y),
+                                       None if mask is None else jnp.asarray(mask), **kind)
+    return np.asarray(r), np.asarray(change)
+
+
+@pytest.mark.parametrize("kind", ["default", "pearson", "spearman"])
+def test_correlation_change_without_mask_and_default_kind(kind):
+  rng = np.random.default_rng(11)
+  x, y = rng.standard_normal((3, 12)), rng.standard_normal(12)
+  dx = 0.3 * rng.standard_normal((3, 12))
+  kwargs = {} if kind == "default" else {"kind": kind}
+  r, change = _change(x, dx, y, **kwargs)
+  want_r, want_change = _change_reference(x, dx, y, kwargs.get("kind", "pearson"))
+  np.testing.assert_allclose(r, want_r, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(change, want_change, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_correlation_change_broadcasts_every_argument(kind):
+  rng = np.random.default_rng(12)
+  # The batch axis comes from x alone, then from y alone.
+  for x_shape, y_shape in (((3, 9), (9,)), ((9,), (2, 9))):
+    x, y = rng.standard_normal(x_shape), rng.standard_normal(y_shape)
+    dx = 0.5 * rng.standard_normal(9)
+    mask = rng.random(9) < 0.8
+    mask[:3] = True
+    r, change = _change(x, dx, y, mask, kind=kind)
+    want_r, want_change = _change_reference(x, dx, y, kind, mask)
+    assert r.shape == change.shape == np.broadcast_shapes(x_shape, y_shape)[:-1]
+    np.testing.assert_allclose(r, want_r, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(change, want_change, rtol=0, atol=1e-12)
+
+
+def test_correlation_change_kind_error_message():
+  with pytest.raises(ValueError, match=re.escape(
+      "kind='kendall' is not one of ('pearson', 'spearman')")):
+    rsa.correlation_change(jnp.ones(3), jnp.ones(3), jnp.ones(3), kind="kendall")
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_correlation_change_two_entries_is_defined(kind):
+  """Hand-worked: two selected entries correlate +-1; swapping their order changes r by -2."""
+  x = np.array([1.0, 2.0, 50.0, -7.0])
+  y = np.array([3.0, 5.0, np.nan, 0.0])
+  dx = np.array([1.0, -1.0, 0.0, 0.0])  # x + dx = [2, 1, ...]
+  mask = np.array([True, True, False, False])
+  r, change = _change(x, dx, y, mask, kind=kind)
+  assert float(r) == pytest.approx(1.0, abs=1e-15)
+  assert float(change) == pytest.approx(-2.0, abs=1e-15)
+  r1, change1 = _change(x, dx, y, np.array([True, False, False, False]), kind=kind)
+  assert np.isnan(r1) and np.isnan(change1)  # fewer than 2 entries
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+@pytest.mark.parametrize("which", ["x", "x + dx", "y"])
+def test_correlation_change_constant_within_rounding_is_undefined(kind, which):
+  """Each of x, x + dx and y constant within float64 rounding (DESIGN.md section 1) alone makes
+  both results NaN; their tiny deviations (1e-14 relative) would otherwise give numbers."""
+  rng = np.random.default_rng(13)
+  flat = 1.0 + 1e-14 * rng.standard_normal(10)
+  varied, other = rng.standard_normal(10), rng.standard_normal(10)
+  assert bool(rsa.is_constant(flat)) and not bool(rsa.is_constant(varied))
+  if which == "x":
+    x, dx, y = flat, varied, other
+  elif which == "x + dx":
+    x, dx, y = varied, flat - varied, other
+  else:
+    x, dx, y = varied, 0.2 * other, flat
+  assert bool(rsa.is_constant(x + dx)) == (which == "x + dx")
+  r, change = _change(x, dx, y, kind=kind)
+  assert np.isnan(r) and np.isnan(change), (which, r, change)
+  # The same inputs with nothing constant give numbers (the rule, not the arithmetic, decides).
+  r_ok, change_ok = _change(varied, 0.2 * other, other, kind=kind)
+  assert np.isfinite(r_ok) and np.isfinite(change_ok)
+
+
+def test_similarity_change_against_float64_difference():
+  """Moderate changes, where the plain float64 difference of the two similarities is exact to
+  ~1e-15; broadcasting a scalar change over arrays."""
+  dot = np.array([0.5, -1.2, 2.0])
+  a, b = np.array([2.0, 3.0, 5.0]), np.array([3.0, 1.5, 4.0])
+  ddot, da, db = 0.1, np.array([-0.2, 0.4, 1.0]), np.array([0.3, -0.1, 0.0])
+  with float64_scope():
+    got = np.asarray(rsa.similarity_change(*(jnp.asarray(v) for v in (dot, ddot, a, da, b, db))))
+  want = (dot + ddot) / np.sqrt((a + da) * (b + db)) - dot / np.sqrt(a * b)
+  np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Similarity matrices in float32 (compensated form)
+
+
+def _reference_similarity(e, kind):
+  if kind == "pearson":
+    return np.corrcoef(e)
+  if kind == "spearman":
+    return scipy.stats.spearmanr(e, axis=1)[0]
+  u = e / np.linalg.norm(e, axis=1, keepdims=True)
+  return u @ u.T
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman", "cosine"])
+def test_float32_similarity_and_dissimilarity_against_float64(kind):
+  rng = np.random.default_rng(14)
+  e = rng.standard_normal((5, 20)) + 2.0
+  e[1] = e[0] + 0.01 * rng.standard_normal(20)  # a near-1 similarity
+  want = _reference_similarity(e, kind)
+  sim = np.asarray(rsa.similarity_matrix(e.astype(np.float32), kind=kind, dtype=jnp.float32))
+  dis = np.asarray(rsa.dissimilarity_matrix(e.astype(np.float32), kind=kind, dtype=jnp.float32))
+  assert sim.dtype == dis.dtype == np.float32
+  np.testing.assert_allclose(sim, want, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(dis, 1 - want, rtol=0, atol=1e-6)
+  # An undefined row (constant, or all zero for cosine) poisons its row and column only.
+  e[3] = 0.0
+  dis = np.asarray(rsa.dissimilarity_matrix(e.astype(np.float32), kind=kind, dtype=jnp.float32))
+  bad = np.zeros((5, 5), bool)
+  bad[3], bad[:, 3] = True, True
+  np.testing.assert_array_equal(np.isnan(dis), bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triangles, rows and the human mask on batched input
+
+
+def test_upper_triangle_and_row_without_diagonal_on_two_batch_axes():
+  m = np.random.default_rng(15).standard_normal((2, 3, 5, 5)).astype(np.float32)
+  got = np.asarray(rsa.upper_triangle(jnp.asarray(m)))
+  want = np.array([[[m[a, b, i, j] for i in range(5) for j in range(i + 1, 5)]
+                    for b in range(3)] for a in range(2)])
+  np.testing.assert_array_equal(got, want)
+  for i in (0, 2, 4):
+    got = np.asarray(rsa.row_without_diagonal(jnp.asarray(m), i))
+    np.testing.assert_array_equal(got, np.delete(m[:, :, i, :], i, axis=-1))
+
+
+def test_human_mask_marks_finite_off_diagonal_pairs():
+  h = np.corrcoef(np.random.default_rng(16).standard_normal((4, 7)))
+  h[0, 2] = h[2, 0] = np.nan
+  h[1, 3] = h[3, 1] = np.nan
+  np.fill_diagonal(h, np.nan)  # the diagonal is never a pair, finite or not
+  upper = np.asarray(rsa.human_mask(h))
+  # Pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3), row-major.
+  np.testing.assert_array_equal(upper, [True, False, True, True, False, True])
+  np.fill_diagonal(h, 1.0)
+  full = np.asarray(rsa.human_mask(h, upper=False))
+  want = np.ones((4, 4), bool)
+  want[0, 2] = want[2, 0] = want[1, 3] = want[3, 1] = False
+  np.fill_diagonal(want, False)
+  np.testing.assert_array_equal(full, want)
+  np.testing.assert_array_equal(np.asarray(rsa.human_mask(h)), upper)
