@@ -354,12 +354,15 @@ def test_select_maps_bookkeeping_and_undefined_counts():
 def test_inactive_map_ais_is_exactly_zero_only_with_a_defined_baseline():
   """A map that is zero in every image of a split's train pairs has train AIS exactly 0 (it
   changes no train similarity), when the baseline score is defined; a train set of 2 images
-  (1 pair) has an undefined baseline, so every AIS is NaN. AIS against the float64 loop."""
+  (1 pair) has an undefined baseline, so every AIS is NaN. Removing the only nonzero map of an
+  image leaves it all zero (NaN AIS; with K = 5 the rank-one update alone would leave rounding
+  noise). AIS against the float64 loop."""
   rng = np.random.default_rng(12)
   n, k = 8, 5
   maps = rng.random((n, 2, 2, k))
   maps[2:, ..., 3] = 0                                  # map 3: only images 0 and 1
   maps[:7, ..., 4] = 0                                  # map 4: only image 7
+  maps[6, ..., [0, 2]] = 0                              # image 6: map 1 only
   human = np.corrcoef(rng.standard_normal((n, 6)))
   tests = [[0, 1, 2, 3], [0, 1, 2, 3, 4, 5], [4, 5, 6, 7]]
   res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests,
@@ -374,6 +377,8 @@ def test_inactive_map_ais_is_exactly_zero_only_with_a_defined_baseline():
   assert res.train_ais[0, 3] == 0 and res.train_ais[0, 4] != 0      # image 7 is a train image
   assert np.isnan(res.train_ais[1]).all() and res.m_star[1] == 0
   assert res.train_ais[2, 4] == 0 and res.train_ais[2, 3] != 0
+  # removing map 1 leaves image 6 (a train image of split 0) all zero: NaN, not rounding noise
+  assert np.isnan(res.train_ais[0, 1])
 
 
 def test_retained_is_the_test_score_at_m_star():
