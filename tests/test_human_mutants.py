@@ -510,3 +510,14 @@ def test_labelled_csv_detection_reads_every_label(tmp_path):
   message = _error(human_io.load_human, str(tmp_path / "one_off.csv"), image_names=names)
   assert message.startswith(f"{tmp_path / 'one_off.csv'}: matrix is not symmetric: 1 pairs "
                             "differ"), message
+
+
+def test_column_labels_that_do_not_match_name_the_file(tmp_path):
+  s = _similarity()
+  _write_labelled_csv(tmp_path / "cols.csv", s, STEMS, STEMS[:4] + ["yak"])
+  path = str(tmp_path / "cols.csv")
+  assert _error(human_io.load_human, path, image_names=NAMES) == (
+      f"{path}: the labels do not match the images (5 labels, 5 images): images without a label "
+      "['gnu.png'], labels matching no image ['yak']; first differences in order: "
+      "[\"position 4: image 'gnu.png' vs label 'yak'\"]. Labels must be the image file names or "
+      "their stems (with a .npy --images, name the images with --image_list)")
