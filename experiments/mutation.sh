@@ -6,14 +6,14 @@
 #   bash experiments/mutation.sh all              # every module in the table below
 #   bash experiments/mutation.sh heatmaps 'ais_jax.heatmaps.x_overlay__mutmut_*'
 #                                  # only these mutants (after adding tests for a run's survivors);
-#                                  # written to <module>.rerun.txt, the full run's file is kept
+#                                  # written to <module>.rerun.txt (then .rerun2.txt, ...), the full run's file is kept
 #   MUTATION_TIME_LIMIT=1800 bash experiments/mutation.sh saliency
 #                                  # stop after 30 min; unfinished mutants count as "not checked"
 #
 # Each run works in a fresh clone of the current commit under $TMPDIR (the working tree is never
 # touched), mutates one module, runs the tests listed for it against every mutant (mutmut runs only
 # the tests that reach the mutated function) and prints the killed/survived counts and every
-# survivor's diff to experiments/mutation_results/<module>.txt. BUILD.md gives the last counts,
+# survivor's (and timeout's) diff to experiments/mutation_results/<module>.txt. BUILD.md gives the last counts,
 # the time each module takes and the survivors judged equivalent.
 # Workers fork from mutmut's fork server, which has only collected the tests: forking the main
 # process after the clean run (mutmut's default) deadlocks any test that runs JAX (XLA's threads),
@@ -66,12 +66,16 @@ EOF
     mutmut run --max-children "${MUTMUT_CHILDREN:-1}" "$@" >/dev/null 2>&1 || true
   mkdir -p "$results/$(dirname "$module")"
   local out="$results/$module.txt"
-  [[ $# -gt 0 ]] && out="$results/$module.rerun.txt"
+  if [[ $# -gt 0 ]]; then  # a rerun never overwrites an earlier one: .rerun.txt, .rerun2.txt, ...
+    out="$results/$module.rerun.txt"
+    local k=2
+    while [[ -e "$out" ]]; do out="$results/$module.rerun$k.txt"; k=$((k + 1)); done
+  fi
   {
     echo "# mutmut on ais_jax/$module.py ($(git rev-parse --short HEAD)), tests: $tests${1:+, mutants: $*}"
     echo "# $((SECONDS - start)) s on $(nproc) cores"
     AIS_JAX_SHARED="$shared" mutmut results --all true 2>/dev/null | awk -F': ' '{print $2}' | sort | uniq -c
-    for m in $(AIS_JAX_SHARED="$shared" mutmut results 2>/dev/null | awk -F: '/survived/ {print $1}'); do
+    for m in $(AIS_JAX_SHARED="$shared" mutmut results 2>/dev/null | awk -F: '/survived|timeout/ {print $1}'); do
       echo "== $m"
       AIS_JAX_SHARED="$shared" mutmut show "$m" 2>/dev/null | grep -E '^[-+]([^-+]|$)' || true
     done
