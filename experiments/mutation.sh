@@ -33,7 +33,7 @@ declare -A TESTS=(
   [saliency]="tests/test_saliency.py tests/test_saliency_mutants.py"
   [heatmaps]="tests/test_heatmaps.py"
   [aim2]="tests/test_aim2.py tests/test_undefined_rule.py tests/test_aim2_mutants.py"
-  [validation]="tests/test_io.py tests/test_rsa.py tests/test_bad_inputs.py"
+  [validation]="tests/test_io.py tests/test_rsa.py tests/test_bad_inputs.py tests/test_validation_mutants.py"
   [io/human]="tests/test_io.py tests/test_kriegeskorte92.py tests/test_bad_inputs.py tests/test_human_mutants.py"
   [io/pth]="tests/test_pth_reader.py tests/test_unpickler_attacks.py tests/test_pth_mutants.py"
 )
