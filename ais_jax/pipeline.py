@@ -406,6 +406,10 @@ def _proc_status(key: str) -> int:
 # Host + XLA bytes per input pixel of one image in a trunk batch (activations of the widest layers,
 # measured order of magnitude for the registered CNNs at 224 px; a planning constant).
 TRUNK_BYTES_PER_INPUT_VALUE = 96
+# What compiling the trunk leaves resident (XLA's programs and allocator pools), measured 0.27-0.3
+# GB for Lite0 at 224 px: without it, n = 500 at a 1 GB budget kept a 23-image batch and peaked
+# at 1.03 GB.
+TRUNK_COMPILE_BYTES = int(0.3 * 2**30)
 
 
 def plan_memory(*, n: int, map_shape, input_shape, head, batch_size: int,
@@ -446,10 +450,13 @@ def plan_memory(*, n: int, map_shape, input_shape, head, batch_size: int,
   else:
     engine_input = n * (h // head.pool_window) * (w // head.pool_window) * k * 4
   per_image = TRUNK_BYTES_PER_INPUT_VALUE * int(np.prod(input_shape))
-  # The requested batch unless it would take over half of what is free (a quarter when streaming).
-  share = 2 if keep_maps else 4
-  trunk_batch = int(batch_size if batch_size * per_image <= free / 2 and keep_maps
-                    else max(1, min(batch_size, (free / share) // per_image)))
+  # The requested batch unless it would take over half of what is free (a quarter when streaming);
+  # with the maps kept, half of what the maps and the trunk's compilation leave.
+  if keep_maps:
+    trunk_free = max(free - maps_bytes - TRUNK_COMPILE_BYTES, 0.1 * budget) / 2
+  else:
+    trunk_free = free / 4
+  trunk_batch = int(max(1, min(batch_size, trunk_free // per_image)))
   engine_budget = max(free - engine_input - min(maps_bytes, free / 4) - trunk_batch * per_image,
                       0.05 * budget) / 2
   # The engine's floor. Whole matrices: one map per chunk, its n x n rows and cohort matrices

@@ -552,6 +552,19 @@ def plot_scaling(report: dict, path: str) -> None:
              label=f"peak RSS (n^{fits.get('peak_rss', float('nan')):.2f})")
   ax2.axhline(first["memory_budget_gb"], color="gray", ls="--", label="budget")
   ax2.set_xlabel("images n"), ax2.set_ylabel("GB"), ax2.legend()
+  # The measured sizes as plain x ticks; a few plain GB values as y ticks of the memory panel.
+  from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+  for ax in (ax1, ax2):
+    ax.xaxis.set_major_locator(FixedLocator(ns_))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+  gbs = [r["peak_rss_gb"] for r in good] + [first["memory_budget_gb"]]
+  low, high = 0.8 * min(gbs), 1.25 * max(gbs)
+  ax2.set_ylim(low, high)
+  ax2.yaxis.set_major_locator(FixedLocator(
+      [v for v in (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 16, 32, 64) if low <= v <= high]))
+  ax2.yaxis.set_minor_locator(NullLocator())
+  ax2.yaxis.set_major_formatter(ScalarFormatter())
   fig.suptitle(f"{first['weights']} ({first.get('trunk', 'real')} trunk), {first['precision']}, "
                f"{first.get('similarity', 'pearson')} similarity, "
                f"--memory_budget_gb={first['memory_budget_gb']}")

@@ -36,6 +36,13 @@ def test_plan_keeps_small_cohorts_and_streams_big_ones():
   generic = pipeline.plan_memory(n=2000, memory_budget_gb=1.0,
                                  **dict(common, head=ablation.GenericHead(embed=None)))
   assert generic["keep_maps"]
+  # Maps kept: the batch fits beside the maps and what compiling the trunk leaves (measured: n =
+  # 500 at 1 GB kept a 23-image batch and peaked at 1.03 GB before this was counted).
+  mid = pipeline.plan_memory(n=500, memory_budget_gb=1.0, **common)
+  per_image = pipeline.TRUNK_BYTES_PER_INPUT_VALUE * 224 * 224 * 3
+  assert mid["keep_maps"]
+  left = free - 500 * 49 * 1280 * 4 - pipeline.TRUNK_COMPILE_BYTES
+  assert mid["trunk_batch"] == int(left / 2 // per_image) == 8
 
 
 def test_streamed_engine_input_gives_the_same_ais(golden):
