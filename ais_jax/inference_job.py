@@ -43,7 +43,8 @@ def cohort_maps(weights, images_uint8: np.ndarray, *, arch: Optional[str] = None
 
 
 def _load_cohort(*, dataset: str, data_dir: str, images: str, human_subjects: str,
-                 human_kind: Optional[str], human_key: Optional[str]):
+                 human_kind: Optional[str], human_key: Optional[str], image_list: str = "",
+                 tfds_data_dir: str = ""):
   """``(images uint8 [n, H, W, 3], names, subjects [S, n, n] similarity, inputs record)``."""
   if dataset == "kriegeskorte92":
     from ais_jax.data import kriegeskorte92
@@ -55,21 +56,25 @@ def _load_cohort(*, dataset: str, data_dir: str, images: str, human_subjects: st
     return (data.images, list(data.image_names), -data.subject_dissimilarity,
             {"dataset": "kriegeskorte92", "data_dir": os.path.abspath(data_dir),
              "human": "S = -D per subject (dissimilarity judgments)"})
-  if dataset:
-    raise UserInputError("--dataset", f"{dataset!r}: only 'kriegeskorte92' (or empty with "
-                         "--images and --human_subjects)")
+  if dataset not in ("", "custom"):
+    raise UserInputError("--dataset", f"{dataset!r}: 'kriegeskorte92', or 'custom' (or empty) "
+                         "with --images and --human_subjects")
   if not images or not human_subjects:
     raise UserInputError("--images/--human_subjects", "both required (or --dataset="
                          "kriegeskorte92 --data_dir=DIR)")
   from ais_jax.io import images as images_io
   from ais_jax.io import runs
   from ais_jax.io import subjects as subjects_io
-  loaded, names = images_io.load_images(images)
+  loaded, names = images_io.load_images(images, image_list=image_list or None,
+                                        tfds_data_dir=tfds_data_dir or None)
   warnings: list = []
   subjects = subjects_io.load_subject_matrices(human_subjects, kind=human_kind, key=human_key,
                                                n_images=len(loaded), warnings_out=warnings)
-  record = {"images": os.path.abspath(images), "human_subjects": os.path.abspath(human_subjects),
+  source = images if images.startswith(images_io.TFDS_PREFIX) else os.path.abspath(images)
+  record = {"images": source, "human_subjects": os.path.abspath(human_subjects),
             "human_kind": human_kind, "warnings": warnings}
+  if image_list:
+    record["image_list"] = os.path.abspath(image_list)
   if os.path.isfile(human_subjects):
     record["human_subjects_sha256"] = runs.sha256_file(human_subjects)
   return loaded, list(names), subjects, record
@@ -159,7 +164,7 @@ def write_results(result, out: str, *, models: Mapping, names: Sequence[str],
 
 
 def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
-        human_subjects: str = "", human_kind: Optional[str] = None,
+        image_list: str = "", tfds_data_dir: str = "", human_subjects: str = "", human_kind: Optional[str] = None,
         human_key: Optional[str] = None,
         dataset: str = "", data_dir: str = "", compare_weights: Sequence[str] = (),
         similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
@@ -184,7 +189,8 @@ def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
   runs.check_out_dir(out, overwrite=overwrite)
   imgs, names, subjects, inputs = _load_cohort(
       dataset=dataset, data_dir=data_dir, images=images, human_subjects=human_subjects,
-      human_kind=human_kind, human_key=human_key)
+      human_kind=human_kind, human_key=human_key, image_list=image_list,
+      tfds_data_dir=tfds_data_dir)
   report(f"cohort: {len(names)} images, {subjects.shape[0]} subjects")
   spec, head, maps, provenance = cohort_maps(weights, imgs, arch=arch, batch_size=batch_size,
                                              progress=progress)

@@ -6,6 +6,7 @@ the exact names and help texts:
     --arch --weights --batch_size --precision                       (define_model_flags)
     --images --image_list --tfds_data_dir --human --human_labels
     --human_key --human_kind                                        (define_cohort_flags)
+    --dataset --data_dir                                            (define_dataset_flags)
     --similarity --comparison --cohort_score --memory_budget_gb     (define_ais_flags)
     --folds --seeds --fold_seed --min_test_images --random_orders   (define_selection_flags)
     --selection_score, --alternative, --saliency                    (define_*_flag)
@@ -184,12 +185,50 @@ def define_cohort_flags(human: bool = True) -> None:
   define_path("human_labels", "", "Text file with the image name of each row/column of a "
               ".npy/.mat --human (one per line): the matrix is reordered to the image order.",
               module_name=module)
-  define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat --human file (required "
-              "when it holds more than one matrix).", module_name=module)
+  define_human_reading_flags(module_name=module)
+
+
+def define_human_reading_flags(module_name: str | None = None) -> None:
+  """--human_key, --human_kind: how the human matrices (--human, or experiments.inference's
+  --human_subjects) are read."""
+  module = module_name or _caller_module(1)
+  define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat human file (--human, or "
+              "--human_subjects of experiments.inference): required when it holds more than one "
+              "matrix.", module_name=module)
   define_flag(flags.DEFINE_enum, "human_kind", None, ["similarity", "dissimilarity"],
-              "What --human holds; dissimilarities are negated (S = -D). Not given: used as "
-              "similarities, but a matrix whose diagonal is the minimum of nearly every row (a "
-              "distance matrix) is refused until you state the kind.", module_name=module)
+              "What the human matrices hold; dissimilarities are negated (S = -D). Not given: "
+              "used as similarities, but a matrix whose diagonal is the minimum of nearly every "
+              "row (a distance matrix) is refused until you state the kind.", module_name=module)
+
+
+DATASETS = ("planted", "kriegeskorte92", "custom")
+
+
+def define_dataset_flags() -> None:
+  """--dataset, --data_dir: one meaning in every command that takes them (each command refuses
+  the values it does not support, see :func:`dataset_of`)."""
+  module = _caller_module(1)
+  define_flag(flags.DEFINE_enum, "dataset", None, list(DATASETS),
+              "Images and human judgments: planted (a generated cohort, offline; "
+              "experiments.run only, its default), kriegeskorte92 (the 92 images and 16 "
+              "subjects, from --data_dir or the cache) or custom (your own: --images and "
+              "the human flags; implied when --images is given).", module_name=module)
+  define_path("data_dir", "", "Folder holding the 92-image files (kriegeskorte92), e.g. "
+              "../shared/data/kriegeskorte92; empty: downloaded into "
+              "$AIS_JAX_HOME/data/kriegeskorte92 from the public rsatoolbox copy (sha256 "
+              "checked).", module_name=module)
+
+
+def dataset_of(value: str | None, *, images_given: bool, supported: Iterable[str],
+               default: str) -> str:
+  """The --dataset a command runs: ``value``, else ``custom`` when images are given, else
+  ``default``; a value the command does not support is a :class:`UserInputError`."""
+  supported = tuple(supported)
+  dataset = value or ("custom" if images_given else default)
+  if dataset not in supported:
+    raise UserInputError("--dataset", f"{dataset} is not available in this command (it takes "
+                         f"{', '.join(supported)}); planted is experiments.run's generated cohort")
+  return dataset
 
 
 def define_ais_flags() -> None:

@@ -32,11 +32,7 @@ _common.define_ais_flags()
 _common.define_output_flags()
 
 _define = _common.define_flag
-_define(flags.DEFINE_enum, "dataset", "", ["", "kriegeskorte92", "custom"],
-        "kriegeskorte92 (the 92 images, --data_dir) or custom (--images/--human; the default "
-        "when --images is given).")
-_common.define_path("data_dir", "", "Folder of the 92-image files (offline); empty: "
-        "download into $AIS_JAX_HOME/data (needs internet).")
+_common.define_dataset_flags()  # kriegeskorte92 or custom
 _report_flags.define_categories_flag()  # --categories=FILE (name,category CSV)
 _define(flags.DEFINE_bool, "by_category", False, "Also run each category as its own cohort "
         "(categories from --categories or the 92-image set).")
@@ -54,7 +50,9 @@ def main(argv):
     raise UserInputError("--arch", "not used by the sweep: each --weights brings its "
                          "architecture")
   config = sweep.SweepConfig(
-      weights=FLAGS.weights.split(","), out=FLAGS.out, dataset=FLAGS.dataset,
+      weights=FLAGS.weights.split(","), out=FLAGS.out,
+      dataset=_common.dataset_of(FLAGS.dataset, images_given=bool(FLAGS.images or FLAGS.human),
+                                 supported=("kriegeskorte92", "custom"), default="custom"),
       data_dir=FLAGS.data_dir, images=FLAGS.images, image_list=FLAGS.image_list,
       human=FLAGS.human, human_key=FLAGS.human_key, human_kind=FLAGS.human_kind,
       human_labels=FLAGS.human_labels,

@@ -25,19 +25,11 @@ FLAGS = _common.FLAGS
 _common.define_model_flags()
 _common.define_ais_flags()
 _common.define_output_flags()
-_common.define_path("images", "", "A directory of images or a .npy uint8 "
-                    "array [n, H, W, 3] (not with --dataset).")
+_common.define_cohort_flags(human=False)  # --images --image_list --tfds_data_dir
 _common.define_path("human_subjects", "", "Per-subject matrices: [S, n, n] "
                     ".npy, a .mat, or a folder of per-subject [n, n] files, in the image order.")
-_common.define_flag(flags.DEFINE_string, "human_key", "", "Variable of a .mat file.")
-_common.define_flag(flags.DEFINE_enum, "human_kind", None, ["similarity", "dissimilarity"],
-                    "What --human_subjects hold; dissimilarities are negated (S = -D). Not "
-                    "given: used as similarities, but distance-looking matrices are refused.")
-_common.define_flag(flags.DEFINE_string, "dataset", "", "'kriegeskorte92': the 92 images and "
-                    "16 subjects from --data_dir (instead of --images/--human_subjects).")
-_common.define_path("data_dir", "", "Folder of the --dataset files (empty: the cache "
-                    "$AIS_JAX_HOME/data/kriegeskorte92, downloaded there with sha256 checks on "
-                    "first use; offline, point it at a folder holding the files).")
+_common.define_human_reading_flags()  # --human_key --human_kind
+_common.define_dataset_flags()  # kriegeskorte92 or custom
 _common.define_path_list("compare_weights", [], "Other weights whose baseline "
                     "agreement is drawn against the noise ceiling (e.g. "
                     "efficientnet_lite1_imagenet,efficientnet_lite2_imagenet).")
@@ -48,7 +40,7 @@ _common.define_flag(flags.DEFINE_integer, "split_halves", 100, "Random half spli
 _common.define_flag(flags.DEFINE_integer, "top_m", 10, "Size of the top set whose bootstrap "
                     "stability is reported.", lower_bound=1)
 
-FLAG_NAMES = ("arch", "weights", "images", "human_subjects", "human_key", "human_kind", "dataset",
+FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human_subjects", "human_key", "human_kind", "dataset",
               "data_dir", "compare_weights", "similarity", "comparison", "cohort_score",
               "precision", "batch_size", "bootstrap", "permutations", "bootstrap_seed",
               "permutation_seed", "split_seed", "split_halves", "top_m", "overwrite", "out")
@@ -60,8 +52,11 @@ def main(argv):
   _common.require("out", "weights")
   result, summary = inference_job.run(
       weights=FLAGS.weights, arch=FLAGS.arch or None, out=FLAGS.out, images=FLAGS.images,
+      image_list=FLAGS.image_list, tfds_data_dir=FLAGS.tfds_data_dir,
       human_subjects=FLAGS.human_subjects, human_kind=FLAGS.human_kind,
-      human_key=FLAGS.human_key or None, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+      human_key=FLAGS.human_key or None, data_dir=FLAGS.data_dir,
+      dataset=_common.dataset_of(FLAGS.dataset, images_given=bool(FLAGS.images),
+                                 supported=("kriegeskorte92", "custom"), default="custom"),
       compare_weights=FLAGS.compare_weights, similarity=FLAGS.similarity,
       comparison=FLAGS.comparison, cohort_score=FLAGS.cohort_score, precision=FLAGS.precision,
       bootstrap=FLAGS.bootstrap, permutations=FLAGS.permutations,

@@ -62,13 +62,7 @@ def define_flags() -> None:
   _common.define_saliency_flag()
   _inference_flags.define_resampling_flags()  # kriegeskorte92: the inference section
   define = _common.define_flag
-  define(flags.DEFINE_enum, "dataset", None, list(main_job.DATASETS),
-         "planted (default; generated, offline), kriegeskorte92 (--data_dir), or custom "
-         "(--images/--human; implied when --images is given).")
-  _common.define_path("data_dir", "", "Folder holding the 92-image files (kriegeskorte92), e.g. "
-                      "../shared/data/kriegeskorte92; empty: downloaded into "
-                      "$AIS_JAX_HOME/data/kriegeskorte92 from the public rsatoolbox copy "
-                      "(sha256 checked).")
+  _common.define_dataset_flags()
   define(flags.DEFINE_integer, "n_images", 48, "planted: number of images.", lower_bound=4)
   define(flags.DEFINE_integer, "image_size", 224, "planted: image side in pixels.",
          lower_bound=32)

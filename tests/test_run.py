@@ -129,3 +129,49 @@ def test_define_flag_reuses_a_same_meaning_definition_and_refuses_another():
   with pytest.raises(flags.Error, match=f"--{name} is defined twice with different meanings"):
     _common.define_flag(flags.DEFINE_string, name, "x", "second")
   assert flags.FLAGS[name] is flag
+
+
+def test_every_experiment_defines_its_flags_beside_the_others():
+  """--dataset, --data_dir, --images, --human_key, --human_kind mean one thing in every command:
+  importing all the experiment scripts (and run's flags) into one process defines each once."""
+  modules = ["experiments.ais", "experiments.selection", "experiments.saliency",
+             "experiments.architectures", "experiments.inference", "experiments.lpips_baseline",
+             "experiments.plot_selection", "experiments.check_report"]
+  code = ("import importlib\n"
+          f"for m in {modules!r}: importlib.import_module(m)\n"
+          "from experiments import run\nrun.define_flags()\n"
+          "from absl import flags\nprint(flags.FLAGS['dataset'].parser.enum_values)")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines()[-1] == "['planted', 'kriegeskorte92', 'custom']"
+
+
+def test_dataset_of_each_command():
+  from ais_jax import main_job
+  from ais_jax.errors import UserInputError
+  from experiments import _common
+  assert _common.DATASETS == main_job.DATASETS
+  both = ("kriegeskorte92", "custom")
+  assert _common.dataset_of(None, images_given=False, supported=both,
+                            default="custom") == "custom"
+  assert _common.dataset_of(None, images_given=True, supported=_common.DATASETS,
+                            default="planted") == "custom"
+  assert _common.dataset_of(None, images_given=False, supported=_common.DATASETS,
+                            default="planted") == "planted"
+  assert _common.dataset_of("kriegeskorte92", images_given=True, supported=both,
+                            default="custom") == "kriegeskorte92"  # the command refuses images
+  with pytest.raises(UserInputError) as e:
+    _common.dataset_of("planted", images_given=False, supported=both, default="custom")
+  assert str(e.value) == ("--dataset: planted is not available in this command (it takes "
+                          "kriegeskorte92, custom); planted is experiments.run's generated cohort")
+
+
+def test_inference_refuses_the_planted_dataset_in_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "experiments.inference", f"--out={tmp_path}/o",
+                         "--weights=w", "--dataset=planted"], cwd=REPO, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == ("error: --dataset: planted is not available in this command "
+                                 "(it takes kriegeskorte92, custom); planted is experiments.run's "
+                                 "generated cohort")
