@@ -12,16 +12,12 @@ out, every key and shape checked (:func:`convert.core.convert_state_dict`).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 Converter = Callable[..., Any]
 
 _CONVERTERS: dict[str, Converter] = {}
 
-# Family modules register on import (as ais_jax.models.base does for the modules themselves).
-_FAMILIES = ("efficientnet_lite", "vgg", "resnet", "alexnet", "squeezenet", "densenet",
-             "inception", "efficientnet", "regnet", "transalnet")
 
 
 def register(arch: str, converter: Converter) -> Converter:
@@ -33,12 +29,10 @@ def register(arch: str, converter: Converter) -> Converter:
 
 
 def _import_families() -> None:
-  for family in _FAMILIES:
-    try:
-      importlib.import_module(f"convert.{family}")
-    except ModuleNotFoundError as e:
-      if e.name != f"convert.{family}":
-        raise
+  """Every family's converter module registers its table on import (the families of
+  :data:`ais_jax.models.base.FAMILIES`)."""
+  from ais_jax.models import base as models_base
+  models_base.import_families("convert")
 
 
 def get(arch: str) -> Converter:

@@ -254,3 +254,17 @@ def test_torch_to_flax_cli(tiny_pth, tiny_sd, tmp_path):
   variables, record = checkpoints.load_checkpoint(dst, expected_arch=tiny.TINY)
   tiny.assert_trees_bit_identical(variables, tables.get(tiny.TINY)(tiny_sd, tiny.TINY_CLASSES))
   assert record["source_file"] == "tiny.pth"
+
+
+def test_every_family_has_its_model_and_converter_modules():
+  """One family list serves the model registry and the converter tables: each family's module
+  exists in both packages (a missing one would be skipped silently), and every registered
+  converter converts to a registered architecture."""
+  import importlib.util
+  from ais_jax.models import base
+  from convert import tables
+  for family in base.FAMILIES:
+    for package in ("ais_jax.models", "convert"):
+      assert importlib.util.find_spec(f"{package}.{family}") is not None, (package, family)
+  assert tables.archs() and set(tables.archs()) <= set(base.names())
+  assert {"vgg16", "resnet50", "efficientnet_lite0"} <= set(tables.archs())

@@ -130,31 +130,34 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 def get(name: str) -> ModelSpec:
   """Returns the ModelSpec registered as ``name`` (e.g. 'efficientnet_lite0', 'vgg16')."""
-  _import_families()
+  import_families()
   if name not in _REGISTRY:
     raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}")
   return _REGISTRY[name]
 
 
 def names() -> list[str]:
-  _import_families()
+  import_families()
   return sorted(_REGISTRY)
 
 
-# Families register themselves on import. A family whose module is missing (not written yet) is
-# skipped; any other import error is a bug and propagates.
-_FAMILIES = ("efficientnet_lite", "vgg", "resnet", "alexnet", "squeezenet", "transalnet",
-             "densenet", "inception", "efficientnet", "regnet")
+# Families register themselves on import: their models here, their converters in convert/.
+FAMILIES = ("efficientnet_lite", "vgg", "resnet", "alexnet", "squeezenet", "transalnet",
+            "densenet", "inception", "efficientnet", "regnet")
 
 
-def _import_families():
+def import_families(package: str = "ais_jax.models") -> None:
+  """Imports ``package.<family>`` for every family (each registers itself on import). A family
+  module that is missing (not written yet) is skipped; any other import error is a bug and
+  propagates."""
   import importlib
-  for family in _FAMILIES:
+  for family in FAMILIES:
     try:
-      importlib.import_module(f"ais_jax.models.{family}")
+      importlib.import_module(f"{package}.{family}")
     except ModuleNotFoundError as e:
-      if e.name != f"ais_jax.models.{family}":
+      if e.name != f"{package}.{family}":
         raise
+
 
 
 def init_variables(spec: ModelSpec, num_classes: Optional[int] = None, seed: int = 0):
