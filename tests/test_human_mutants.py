@@ -521,3 +521,34 @@ def test_column_labels_that_do_not_match_name_the_file(tmp_path):
       "['gnu.png'], labels matching no image ['yak']; first differences in order: "
       "[\"position 4: image 'gnu.png' vs label 'yak'\"]. Labels must be the image file names or "
       "their stems (with a .npy --images, name the images with --image_list)")
+
+
+def test_mat_variable_without_dtype_or_shape_is_described_by_its_type(tmp_path, monkeypatch):
+  # loadmat's default options return arrays only; the message must still describe any other
+  # value read_mat_variables may hand over (a Python scalar or string: no dtype, no shape).
+  s = _similarity()
+  scipy.io.savemat(tmp_path / "h.mat", {"rdm": s})
+  path = str(tmp_path / "h.mat")
+  monkeypatch.setattr(human_io, "read_mat_variables",
+                      lambda p: {"rdm": s, "count": 3, "scalar": np.float32(2.5)})
+  assert _error(human_io.load_human, path, key="count") == (
+      f"{path}: variable 'count' is not a numeric 2-D matrix (type int, dtype ?, shape []); "
+      "candidates: ['rdm']")
+  assert _error(human_io.load_human, path, key="scalar") == (
+      f"{path}: variable 'scalar' is not a numeric 2-D matrix (type float32, dtype float32, "
+      "shape []); candidates: ['rdm']")
+  np.testing.assert_array_equal(human_io.load_human(path), s)
+
+
+def test_validator_message_without_the_file_name_is_kept_whole(tmp_path, monkeypatch):
+  # The validator's messages start with the name it was given, which is cut once; any other
+  # ValueError text is passed on unchanged (not cut by the name's length).
+  np.save(tmp_path / "h.npy", _similarity())
+  path = str(tmp_path / "h.npy")
+
+  def refuse(matrix, n_images, *, name, kind_stated):
+    raise ValueError("a message that does not start with the file name, long enough to cut")
+
+  monkeypatch.setattr(human_io.validation, "validate_human_similarity", refuse)
+  assert _error(human_io.load_human, path) == (
+      f"{path}: a message that does not start with the file name, long enough to cut")
