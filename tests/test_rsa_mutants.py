@@ -230,3 +230,166 @@ def test_human_mask_marks_finite_off_diagonal_pairs():
   np.fill_diagonal(want, False)
   np.testing.assert_array_equal(full, want)
   np.testing.assert_array_equal(np.asarray(rsa.human_mask(h)), upper)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranks: tie bounds by hand
+
+
+def test_tie_bounds_hand_worked_int32_with_ties_at_both_ends():
+  # Sorted: 1 1 | 2 2 | 3 | 5 5 5 ; ties at the minimum and at the maximum.
+  x = np.array([5.0, 1.0, 2.0, 5.0, 3.0, 1.0, 2.0, 5.0])
+  first_want = np.array([5, 0, 2, 5, 4, 0, 2, 5])  # entries strictly below
+  last_want = np.array([7, 1, 3, 7, 4, 1, 3, 7])   # entries <= it, minus 1
+  with float64_scope():
+    first, last = rsa.tie_bounds(jnp.asarray(x))
+  assert first.dtype == last.dtype == jnp.int32
+  np.testing.assert_array_equal(np.asarray(first), first_want)
+  np.testing.assert_array_equal(np.asarray(last), last_want)
+  # Two batch axes [2, 3, 8]: every vector its own tie groups.
+  rng = np.random.default_rng(21)
+  xb = rng.integers(0, 4, size=(2, 3, 8)).astype(np.float64)
+  xb[1, 2] = x
+  with float64_scope():
+    fb, lb = rsa.tie_bounds(jnp.asarray(xb))
+  assert fb.shape == lb.shape == (2, 3, 8)
+  for idx in np.ndindex(2, 3):
+    v = xb[idx]
+    np.testing.assert_array_equal(np.asarray(fb[idx]), [(v < t).sum() for t in v])
+    np.testing.assert_array_equal(np.asarray(lb[idx]), [(v <= t).sum() - 1 for t in v])
+  np.testing.assert_array_equal(np.asarray(rsa.rankdata(xb)),
+                                scipy.stats.rankdata(xb, axis=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks that are not bool, the mask's part in the constant test, two-entry correlations
+
+
+def test_is_constant_counts_a_nonbool_mask_as_its_bool_cast():
+  """A broadcast integer or float mask selects its nonzero entries (numpy's bool cast): the
+  count n is the number selected, not the sum of the weights."""
+  x = np.array([[4.0, 4.0, 4.0, 9.0],
+                [1.0, 2.0, 3.0, 3.0]])
+  for mask in (np.array([2, 2, 2, 0]), np.array([0.5, 0.5, 0.5, 0.0])):
+    np.testing.assert_array_equal(np.asarray(rsa.is_constant(x, mask)), [True, False])
+
+
+def test_is_constant_tolerance_uses_the_selected_entries_only():
+  """The scale of the tolerance is max |x| over the mask: an unselected entry (here 0, far
+  below 1) must not raise it. Values ~1e-3 with 1e-10 relative spread are not constant
+  (rms ~1e-13 > 1e-12 * 1e-3)."""
+  rng = np.random.default_rng(22)
+  x = 1e-3 * (1 + 1e-10 * rng.standard_normal(12))
+  x[0] = 0.0
+  mask = np.arange(12) > 0
+  assert not bool(rsa.is_constant(x, mask))
+  x[1:] = 1e-3
+  assert bool(rsa.is_constant(x, mask))
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_correlation_of_exactly_two_entries_is_plus_or_minus_one(kind):
+  x = np.array([[1.0, 3.0, 8.0], [1.0, 3.0, 8.0]])
+  y = np.array([[2.0, 7.0, 0.0], [7.0, 2.0, 0.0]])
+  two = np.array([True, True, False])
+  got = np.asarray(rsa.correlation(x, y, two, kind=kind))
+  np.testing.assert_allclose(got, [1.0, -1.0], rtol=0, atol=1e-15)
+  one = np.array([True, False, False])
+  assert np.all(np.isnan(np.asarray(rsa.correlation(x, y, one, kind=kind))))
+
+
+def test_public_calls_compute_in_float64_whatever_the_input_dtype():
+  """float32 and integer inputs are converted to float64 first: the result matches the float64
+  reference to 1e-14, beyond float32 rounding."""
+  rng = np.random.default_rng(23)
+  x = (1000 + rng.standard_normal(50)).astype(np.float32)  # exactly representable values
+  y = (x + 0.001 * rng.standard_normal(50)).astype(np.float32)
+  got = rsa.correlation(x, y)
+  assert got.dtype == jnp.float64
+  want = scipy.stats.pearsonr(x.astype(np.float64), y.astype(np.float64))[0]
+  assert abs(float(got) - want) <= 1e-14
+  e = rng.integers(0, 9, size=(4, 11))
+  s = rsa.similarity_matrix(e)
+  assert s.dtype == jnp.float64
+  np.testing.assert_allclose(np.asarray(s), np.corrcoef(e.astype(np.float64)), rtol=0, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sums, centring and poison
+
+
+@pytest.mark.parametrize("shape", [(33,), (100,), (64,), (2, 3, 70), (5, 1000)])
+def test_pairwise_sum_against_exact_sums(shape):
+  rng = np.random.default_rng(24)
+  x = rng.standard_normal(shape)
+  want = np.array([np.float64(__import__("math").fsum(v)) for v in x.reshape(-1, shape[-1])])
+  got = np.asarray(rsa.pairwise_sum(jnp.asarray(x.astype(np.float32))))
+  assert got.shape == shape[:-1] and got.dtype == np.float32
+  # float32 inputs exact, so only the partial sums round: a few float32 ulps of sum(|x|).
+  bound = 8 * 2.0**-24 * np.abs(x).sum(-1).reshape(-1)
+  assert np.all(np.abs(got.reshape(-1) - want) <= bound)
+  with float64_scope():
+    got64 = np.asarray(rsa.pairwise_sum(jnp.asarray(x)))
+  np.testing.assert_allclose(got64.reshape(-1), want, rtol=0, atol=1e-12)
+
+
+def test_float32_centring_corrects_the_first_pass_mean():
+  """Values ~1000 in float32: a one-pass mean is off by ~1e-4, far more than float32 rounding
+  of the deviations (~1e-7); the two-pass form leaves the rounding only."""
+  rng = np.random.default_rng(25)
+  x = (1000 + rng.standard_normal((2, 300))).astype(np.float32)
+  ref = x.astype(np.float64) - x.astype(np.float64).mean(-1, keepdims=True)
+  got = np.asarray(rsa.centre(jnp.asarray(x)))
+  assert got.dtype == np.float32
+  assert np.max(np.abs(got - ref)) <= 4 * 2.0**-24 * np.max(np.abs(ref))
+
+
+def test_poison_rows_and_columns_separately():
+  s = np.arange(12.0).reshape(3, 4)
+  bad = np.array([False, True, False])
+  bad_cols = np.array([False, False, False, True])
+  got = np.asarray(rsa.poison(jnp.asarray(s), jnp.asarray(bad), jnp.asarray(bad_cols)))
+  want = s.copy()
+  want[1, :] = np.nan
+  want[:, 3] = np.nan
+  np.testing.assert_array_equal(got, want)
+  sq = np.arange(9.0).reshape(3, 3)
+  got = np.asarray(rsa.poison(jnp.asarray(sq), jnp.asarray(bad)))
+  want = sq.copy()
+  want[1, :] = want[:, 1] = np.nan
+  np.testing.assert_array_equal(got, want)
+
+
+def test_cosine_defined_for_a_constant_nonzero_row():
+  """Only an all-zero row is undefined for cosine; a constant row is not (as for pearson)."""
+  e = np.array([[2.0, 2.0, 2.0, 2.0],
+                [1.0, 2.0, 3.0, 4.0],
+                [0.0, 0.0, 0.0, 0.0]])
+  got = np.asarray(rsa.similarity_matrix(e, kind="cosine"))
+  c = 10.0 / (2.0 * np.sqrt(30.0))  # (2+4+6+8) / (|e0| |e1|)
+  want = np.array([[1.0, c, np.nan], [c, 1.0, np.nan], [np.nan] * 3])
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+  pearson = np.asarray(rsa.similarity_matrix(e, kind="pearson"))
+  assert np.isnan(pearson[0]).all() and pearson[1, 1] == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_float32_masked_correlation_few_selected_of_many(kind):
+  """20 selected entries of 4000 in float32: the unselected entries (arbitrary values) must not
+  enter the centring, which would shift the selected ones by ~200 and cost float32 digits."""
+  rng = np.random.default_rng(26)
+  x = rng.standard_normal(4000).astype(np.float32)
+  y = (x + rng.standard_normal(4000)).astype(np.float32)
+  mask = np.zeros(4000, bool)
+  mask[rng.choice(4000, 20, replace=False)] = True
+  got = rsa.correlation(x, y, mask, kind=kind, dtype=jnp.float32)
+  assert got.dtype == jnp.float32
+  want = CORRELATE[kind](x[mask].astype(np.float64), y[mask].astype(np.float64))
+  assert abs(float(got) - want) <= 1e-6
+  with float64_scope():
+    r, change = rsa.correlation_change(jnp.asarray(x), jnp.asarray(0.5 * y), jnp.asarray(y),
+                                       jnp.asarray(mask), kind=kind)
+  x64, y64 = x[mask].astype(np.float64), y[mask].astype(np.float64)
+  want_change = CORRELATE[kind](x64 + 0.5 * y64, y64) - want
+  assert r.dtype == change.dtype == jnp.float32
+  assert abs(float(r) - want) <= 1e-6 and abs(float(change) - want_change) <= 1e-6
