@@ -393,3 +393,43 @@ def test_float32_masked_correlation_few_selected_of_many(kind):
   want_change = CORRELATE[kind](x64 + 0.5 * y64, y64) - want
   assert r.dtype == change.dtype == jnp.float32
   assert abs(float(r) - want) <= 1e-6 and abs(float(change) - want_change) <= 1e-6
+
+
+def test_correlation_change_spearman_nan_in_dx_inside_the_mask_only():
+  """Spearman: a NaN in x + dx inside the mask makes both r and the change NaN (the undefined
+  rule covers x, x + dx and y), in that row only; the same NaN outside the mask is ignored."""
+  rng = np.random.default_rng(27)
+  x, y = rng.standard_normal((2, 10)), rng.standard_normal(10)
+  dx = 0.3 * rng.standard_normal((2, 10))
+  dx[0, 4] = np.nan
+  mask = np.ones(10, bool)
+  r, change = _change(x, dx, y, mask, kind="spearman")
+  assert np.isnan(r[0]) and np.isnan(change[0])
+  want_r, want_change = _change_reference(x[1:], dx[1:], y, "spearman")
+  np.testing.assert_allclose([r[1], change[1]], [want_r[0], want_change[0]], rtol=0, atol=1e-12)
+  mask[4] = False
+  r, change = _change(x, dx, y, mask, kind="spearman")
+  want_r, want_change = _change_reference(x, dx, y, "spearman", mask)
+  np.testing.assert_allclose(r, want_r, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(change, want_change, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_correlation_change_nonbool_mask_selects_its_nonzero_entries(kind):
+  rng = np.random.default_rng(28)
+  x, y = rng.standard_normal(9), rng.standard_normal(9)
+  dx = 0.4 * rng.standard_normal(9)
+  weights = np.array([3, 3, 0, 3, 3, 3, 0, 3, 3])
+  r, change = _change(x, dx, y, weights, kind=kind)
+  want_r, want_change = _change_reference(x, dx, y, kind, weights != 0)
+  np.testing.assert_allclose([r, change], [want_r, want_change], rtol=0, atol=1e-12)
+
+
+def test_a_tiny_nonzero_row_is_not_undefined_for_cosine():
+  """Only an all-zero row is undefined for cosine: a row of size 1e-170, whose squared norm
+  underflows to 0 in float64, still gives numbers, never NaN or inf. (Its values are not checked:
+  the underflow makes them ~0 instead of cosines, a range limit reported in BUILD.md.)"""
+  e = np.array([[1.0, 2.0, 4.0, 3.0], [3.0, 1.0, 2.0, 5.0], [1e-170, 3e-170, 2e-170, 5e-170]])
+  s = np.asarray(rsa.similarity_matrix(e, kind="cosine"))
+  assert np.isfinite(s).all()
+  np.testing.assert_allclose(s[:2, :2], _reference_similarity(e[:2], "cosine"), rtol=0, atol=1e-15)
