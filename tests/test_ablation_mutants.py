@@ -437,3 +437,22 @@ def test_precision_reaches_every_matmul():
   default = _dot_precisions(jax.make_jaxpr(
       lambda m: ablation.fc_embeddings(head, m, dtype=jnp.float32))(maps))
   assert default == [None, None]
+
+
+def test_the_dtype_is_the_computation_dtype_of_fc6():
+  """dtype float32 computes fc6 in float32 (weights included), not in the weights' float64: a
+  weight of 1 + 2**-30 is 1 in float32, so 1 * w - 1 is 0 there and 2**-30 in float64, which
+  w2 = 2**30 scales to an embedding of 0 against 1."""
+  head = FcHead(w1=np.array([[1.0 + 2.0**-30]]), b1=np.array([-1.0]),
+                w2=np.array([[2.0**30]]), b2=np.array([0.0]), pool_window=2)
+  maps = np.ones((1, 2, 2, 1))
+  with float64_scope():
+    assert head.w1.dtype == np.float64
+    e32 = ablation.fc_embeddings(head, maps, dtype=jnp.float32)
+    e64 = ablation.fc_embeddings(head, maps, dtype=jnp.float64)
+    a32, d32 = ablation.fc_contributions(head, maps, dtype=jnp.float32)
+    pooled = ablation.fc_pooled_maps(head, maps, dtype=jnp.float32)
+    p32 = ablation.fc_pre_activation(head, pooled, dtype=jnp.float32)
+  assert e32.dtype == jnp.float32 and float(e32[0, 0]) == 0.0
+  assert e64.dtype == jnp.float64 and float(e64[0, 0]) == 1.0
+  assert float(a32[0, 0]) == 0.0 and float(d32[0, 0, 0]) == 1.0 and float(p32[0, 0]) == 0.0
