@@ -433,3 +433,32 @@ def test_a_tiny_nonzero_row_is_not_undefined_for_cosine():
   s = np.asarray(rsa.similarity_matrix(e, kind="cosine"))
   assert np.isfinite(s).all()
   np.testing.assert_allclose(s[:2, :2], _reference_similarity(e[:2], "cosine"), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_correlation_change_batch_axis_from_dx_alone(kind):
+  rng = np.random.default_rng(29)
+  x, y = rng.standard_normal(9), rng.standard_normal(9)
+  dx = 0.5 * rng.standard_normal((3, 9))
+  r, change = _change(x, dx, y, kind=kind)
+  want_r, want_change = _change_reference(x, dx, y, kind)
+  assert r.shape == change.shape == (3,)
+  np.testing.assert_allclose(r, want_r, rtol=0, atol=1e-12)
+  np.testing.assert_allclose(change, want_change, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_batched_similarity_constant_rows_are_undefined(kind):
+  """[2, 3, 5] embeddings (batch, rows, length all different): a constant nonzero row poisons its
+  own row and column in its own batch element only."""
+  rng = np.random.default_rng(30)
+  e = rng.standard_normal((2, 3, 5))
+  e[1, 2] = 7.5
+  got = np.asarray(rsa.similarity_matrix(e, kind=kind))
+  want0 = _reference_similarity(e[0], kind)
+  np.testing.assert_allclose(got[0], want0, rtol=0, atol=1e-12)
+  bad = np.zeros((3, 3), bool)
+  bad[2], bad[:, 2] = True, True
+  np.testing.assert_array_equal(np.isnan(got[1]), bad)
+  rows = e[1, :2] if kind == "pearson" else scipy.stats.rankdata(e[1, :2], axis=1)
+  np.testing.assert_allclose(got[1, :2, :2], np.corrcoef(rows), rtol=0, atol=1e-12)
