@@ -464,3 +464,15 @@ def test_batched_similarity_constant_rows_are_undefined(kind):
   np.testing.assert_array_equal(np.isnan(got[1]), bad)
   rows = e[1, :2] if kind == "pearson" else scipy.stats.rankdata(e[1, :2], axis=1)
   np.testing.assert_allclose(got[1, :2, :2], np.corrcoef(rows), rtol=0, atol=1e-12)
+
+
+def test_is_constant_tolerance_is_per_vector():
+  """Each vector's tolerance scales with its own max |value|, not the batch's: a vector ~1 with
+  1e-11 spread is varied (rms ~8e-12 > 1e-12) beside a vector ~1000 (whose tolerance ~3e-9
+  would call it constant). [3, 11]: a shape no other test traces."""
+  x = np.ones((3, 11))
+  x[0] = np.linspace(1000.0, 3000.0, 11)
+  x[1] = 1.0 + 1e-11 * np.linspace(-1.0, 1.0, 11)
+  x[2] = 5.0
+  np.testing.assert_array_equal(np.asarray(rsa.is_constant(x)), [False, False, True])
+  assert np.isnan(np.asarray(rsa.correlation(x, x[:, ::-1]))).tolist() == [False, False, True]
