@@ -26,7 +26,7 @@ results="$repo/experiments/mutation_results"
 # module -> the test files that check it
 declare -A TESTS=(
   [rsa]="tests/test_rsa.py tests/test_undefined_rule.py tests/test_float64_free.py tests/test_rsa_mutants.py"
-  [ais]="tests/test_ais_engine.py tests/test_precision_modes.py tests/test_float64_free.py"
+  [ais]="tests/test_ais_mutants.py"
   [ablation]="tests/test_ablation_mutants.py"
   [selection]="tests/test_selection.py tests/test_stats.py tests/test_selection_mutants.py"
   [stats]="tests/test_stats.py"

@@ -1,0 +1,553 @@
+"""ais_jax.ais against an independent float64 NumPy loop on tiny cohorts (mutation tests).
+
+The reference literally zeroes map k (in image i only for per-image AIS, in every image for
+cohort AIS), recomputes the embeddings and similarities pair by pair (np.corrcoef, scipy ranks,
+dot products), and the agreements with scipy.stats; undefined values follow DESIGN.md section 1.
+Every path of the engine (pooled rank-one, pooled Spearman, pooled dense, fc, generic with each
+head kind, row blocks, chunked map loops, the float64-free compensated path) is run on the same
+tiny inputs. Most cases run op by op under ``jax.disable_jit()`` (op compiles are shared);
+a few are jitted. Also: the golden values, the options record, each refusal's exact message.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from ais_jax import ablation, ais, precision
+from ais_jax.errors import UserInputError
+
+TOL = 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# Independent reference
+
+
+def _np_fc(head, maps):
+  """float64 VGG-like head on ``maps [..., 4, 4, K]``: 2x2 max-pool, (map, row, col) flatten."""
+  w1, b1 = np.asarray(head.w1, np.float64), np.asarray(head.b1, np.float64)
+  w2, b2 = np.asarray(head.w2, np.float64), np.asarray(head.b2, np.float64)
+  k = maps.shape[-1]
+  pooled = maps.reshape(maps.shape[:-3] + (2, 2, 2, 2, k)).max(axis=(-4, -2))
+  flat = np.moveaxis(pooled, -1, -3).reshape(maps.shape[:-3] + (-1,))
+  return np.maximum(np.maximum(flat @ w1 + b1, 0) @ w2 + b2, 0)
+
+
+def _np_pooled(maps):
+  return maps.mean(axis=(-3, -2))
+
+
+USER_MIX = np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.7], [-0.4, 0.3, 1.1], [0.9, 0.1, 0.2],
+                     [0.3, 0.8, -0.6]])
+
+
+def _user_embed(maps, keep):
+  """A GenericHead's embed: tanh of the pooled maps times a fixed matrix, plus the pooled maps."""
+  if keep is not None:
+    maps = maps[None] * keep[:, None, None, None, :]
+  p = jnp.mean(maps, axis=(-3, -2))
+  return jnp.concatenate([jnp.tanh(p @ USER_MIX[: p.shape[-1]]), p], axis=-1)
+
+
+def _np_user(maps):
+  p = maps.mean(axis=(-3, -2))
+  return np.concatenate([np.tanh(p @ USER_MIX[: p.shape[-1]]), p], axis=-1)
+
+
+def _constant(v):
+  v = np.asarray(v, np.float64)
+  return np.sqrt(np.mean((v - v.mean()) ** 2)) <= 1e-12 * np.max(np.abs(v))
+
+
+def _sim(a, b, kind):
+  if kind == "cosine":
+    if not a.any() or not b.any():
+      return np.nan
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+  if _constant(a) or _constant(b):
+    return np.nan
+  if kind == "spearman":
+    a, b = scipy.stats.rankdata(a), scipy.stats.rankdata(b)
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+def _agree(x, y, kind):
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if np.isnan(x).any() or len(x) < 2 or _constant(x) or _constant(y):
+    return np.nan
+  if kind == "spearman":
+    return float(scipy.stats.spearmanr(x, y)[0])
+  return float(scipy.stats.pearsonr(x, y)[0])
+
+
+def _row(e, i, human, sim, cmp):
+  others = [j for j in range(len(e)) if j != i and np.isfinite(human[i, j])]
+  return _agree([_sim(e[i], e[j], sim) for j in others], human[i, others], cmp)
+
+
+def _cohort(e, human, sim, cmp):
+  pairs = [(i, j) for i in range(len(e)) for j in range(i + 1, len(e)) if np.isfinite(human[i, j])]
+  return _agree([_sim(e[i], e[j], sim) for i, j in pairs], [human[i, j] for i, j in pairs], cmp)
+
+
+def reference(embed, maps, human, sim="pearson", cmp="pearson", score="r"):
+  """(per_image [n, K], cohort [K], baseline_rows [n], baseline) by literal zeroing."""
+  maps = np.asarray(maps, np.float64)
+  n, k = maps.shape[0], maps.shape[-1]
+  e = embed(maps)
+  base_rows = np.array([_row(e, i, human, sim, cmp) for i in range(n)])
+  per_image = np.zeros((n, k))
+  for i in range(n):
+    for m in range(k):
+      if not np.isfinite(base_rows[i]):
+        per_image[i, m] = np.nan
+      elif maps[i, ..., m].any():
+        masked = maps[i].copy()
+        masked[..., m] = 0
+        e_i = e.copy()
+        e_i[i] = embed(masked[None])[0]
+        per_image[i, m] = base_rows[i] - _row(e_i, i, human, sim, cmp)
+  base = _cohort(e, human, sim, cmp)
+  cohort = np.zeros(k)
+  for m in range(k):
+    if not np.isfinite(base):
+      cohort[m] = np.nan
+    elif maps[..., m].any():
+      masked = maps.copy()
+      masked[..., m] = 0
+      abl = _cohort(embed(masked), human, sim, cmp)
+      cohort[m] = base ** 2 - abl ** 2 if score == "r2" else base - abl
+  return per_image, cohort, base_rows, base, maps.any(axis=(1, 2))
+
+
+def _case(seed, n=6, k=5, hw=4):
+  """ReLU maps, map 1 all zero in image 2, map k-1 all zero in every image; human with a NaN pair."""
+  rng = np.random.default_rng(seed)
+  maps = np.maximum(rng.standard_normal((n, hw, hw, k)), 0).astype(np.float32)
+  maps[2, ..., 1] = 0
+  maps[..., k - 1] = 0
+  h = rng.standard_normal((n, n))
+  h = (h + h.T) / 2
+  np.fill_diagonal(h, 1.0)
+  h[0, 3] = h[3, 0] = np.nan
+  return maps, h
+
+
+def _fc_head(seed=1, k=5, d1=8, d2=7):
+  rng = np.random.default_rng(seed)
+  return ablation.FcHead(w1=rng.standard_normal((k * 4, d1)).astype(np.float32) * 0.5,
+                         b1=rng.standard_normal(d1).astype(np.float32) * 0.1,
+                         w2=rng.standard_normal((d1, d2)).astype(np.float32) * 0.5,
+                         b2=rng.standard_normal(d2).astype(np.float32) * 0.1, pool_window=2)
+
+
+def _check(res, ref, tol=TOL, what=""):
+  per_image, cohort, base_rows, base, active = ref
+  for name, got, want in (("per_image", res.per_image, per_image), ("cohort", res.cohort, cohort),
+                          ("baseline_rows", res.baseline_rows, base_rows),
+                          ("baseline", np.array([res.baseline]), np.array([base]))):
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what} {name} NaN")
+    if np.isfinite(want).any():
+      err = np.nanmax(np.abs(got - want))
+      assert err <= tol, f"{what} {name}: error {err:.3e} > {tol}"
+  # Exact zeros where DESIGN.md says (inactive pair, defined baseline).
+  zero = ~active & np.isfinite(base_rows)[:, None]
+  assert (res.per_image[zero] == 0).all(), what
+  np.testing.assert_array_equal(res.active, active)
+  if np.isfinite(base):
+    assert (res.cohort[~active.any(axis=0)] == 0).all(), what
+  if np.isfinite(per_image).any():
+    assert np.abs(per_image[np.isfinite(per_image)]).max() > 1e-4  # a real signal
+
+
+# ----------------------------------------------------------------------------------------------
+# Every path and option (float64), against the loop
+
+
+POOLED_CASES = [("pearson", "pearson"), ("pearson", "spearman"), ("cosine", "pearson"),
+                ("cosine", "spearman"), ("spearman", "pearson")]
+
+
+@pytest.mark.parametrize("path", [None, "pooled_dense", "generic"])
+def test_pooled_head_every_option(path):
+  maps, h = _case(0)
+  head = ablation.PooledHead()
+  with jax.disable_jit():
+    for sim, cmp in POOLED_CASES:
+      res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp, path=path)
+      want = path or ("pooled_spearman" if sim == "spearman" else "pooled_rank_one")
+      assert res.options["path"] == want
+      _check(res, reference(_np_pooled, maps, h, sim, cmp), what=f"{want} {sim}/{cmp}")
+      np.testing.assert_array_equal(res.active, maps.any(axis=(1, 2)))
+      np.testing.assert_allclose(res.embeddings, _np_pooled(maps.astype(np.float64)), rtol=1e-6)
+    r2 = ais.compute_ais(head, maps, h, cohort_score="r2", path=path)
+    _check(r2, reference(_np_pooled, maps, h, score="r2"), what=f"{path} r2")
+
+
+@pytest.mark.parametrize("path", [None, "generic"])
+def test_fc_head_every_option(path):
+  maps, h = _case(1)
+  head = _fc_head()
+  embed = lambda m: _np_fc(head, m)
+  with jax.disable_jit():
+    for sim, cmp in POOLED_CASES:
+      res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp, path=path)
+      assert res.options["path"] == (path or "fc")
+      _check(res, reference(embed, maps, h, sim, cmp), what=f"fc {path} {sim}/{cmp}")
+      np.testing.assert_array_equal(res.active, maps.any(axis=(1, 2)))
+    r2 = ais.compute_ais(head, maps, h, cohort_score="r2", path=path)
+  _check(r2, reference(embed, maps, h, score="r2"), what="fc r2")
+  np.testing.assert_allclose(res.embeddings, embed(maps.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+def test_user_generic_head():
+  maps, h = _case(2)
+  head = ablation.GenericHead(embed=_user_embed)
+  with jax.disable_jit():
+    for sim, cmp in [("pearson", "pearson"), ("cosine", "spearman"), ("spearman", "pearson")]:
+      res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp)
+      assert res.options["path"] == "generic"
+      _check(res, reference(_np_user, maps, h, sim, cmp), what=f"user {sim}/{cmp}")
+      np.testing.assert_array_equal(res.active, maps.any(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("head_name", ["gap", "fc"])
+def test_jitted_chunked_map_loop(head_name):
+  """A budget that fits 2 maps per chunk: K=5 maps + the baseline slot -> 3 chunks of 2."""
+  maps, h = _case(3)
+  head = ablation.PooledHead() if head_name == "gap" else _fc_head()
+  embed = _np_pooled if head_name == "gap" else (lambda m: _np_fc(head, m))
+  # pooled rank-one: 2 x 8 n^2 float64 per map = 4608 bytes (n = 6); fc: see _plan.
+  budget = 10000 / 2**30 if head_name == "gap" else 2 * 2 * (6 * (2 * 8 * 8 + 7 * 8) + 2 * 6 * 7 * 8
+                                                           + 4 * 36 * 8) / 2**30
+  res = ais.compute_ais(head, maps, h, memory_budget_gb=budget)
+  assert res.options["chunk"] == 2, res.options
+  _check(res, reference(embed, maps, h), what=f"{head_name} chunked")
+  whole = ais.compute_ais(head, maps, h, cohort_score="r2")
+  assert whole.options["chunk"] == 6 and whole.options["row_block"] == 0
+  _check(whole, reference(embed, maps, h, score="r2"), what=f"{head_name} whole r2")
+  if head_name == "fc":
+    assert whole.options["sub_batch"] == 36 and res.options["sub_batch"] == 12
+
+
+def test_fc_sub_batches_smaller_than_pairs(monkeypatch):
+  """fc7 runs on compacted sub-batches of active pairs: a sub-batch of 4 rows over 36 pairs."""
+  monkeypatch.setattr(ais, "SUB_BATCH", 4)
+  maps, h = _case(4)
+  head = _fc_head()
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h)
+  assert res.options["sub_batch"] == 4
+  _check(res, reference(lambda m: _np_fc(head, m), maps, h), what="fc sub-batch 4")
+
+
+def test_row_blocks_against_loop():
+  """Below one map's n x n matrices: rows in blocks (n = 10 -> 2 blocks of 5)."""
+  maps, h = _case(5, n=10)
+  head = ablation.PooledHead()
+  with jax.disable_jit():
+    for sim, score in (("pearson", "r"), ("cosine", "r2")):
+      res = ais.compute_ais(head, maps, h, similarity=sim, cohort_score=score,
+                            memory_budget_gb=1e-7)
+      assert res.options["row_block"] == 5 and res.options["chunk"] == 1
+      _check(res, reference(_np_pooled, maps, h, sim, score=score), what=f"blocked {sim}")
+    spear = ais.compute_ais(head, maps, h, comparison="spearman", memory_budget_gb=1e-7)
+    assert spear.options["row_block"] == 0
+    dense = ais.compute_ais(head, maps, h, memory_budget_gb=1e-7, path="pooled_dense")
+    assert dense.options["row_block"] == 0
+  # n = 8 is never blocked (ROW_BLOCK_MIN), n = 9 is (one block of 9? no: 8 -> 2 blocks of 5).
+  p8 = ais._plan(head, (8, 4, 4, 5), np.float32, similarity="pearson", comparison="pearson",
+                 precision="exact", memory_budget_gb=1e-7, mesh=None)
+  p9 = ais._plan(head, (9, 4, 4, 5), np.float32, similarity="pearson", comparison="pearson",
+                 precision="exact", memory_budget_gb=1e-7, mesh=None)
+  assert p8.row_block == 0 and p9.row_block == 5 and p9.image_pad == 10
+
+
+def test_row_blocks_undefined_values():
+  """Blocked rows keep the undefined-value rules: an all-zero image's rows and the cohort are NaN."""
+  maps, h = _case(6, n=10)
+  head = ablation.PooledHead()
+  maps[7] = 0
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, memory_budget_gb=1e-7)
+  assert res.options["row_block"] == 5
+  _check(res, reference(_np_pooled, maps, h), what="blocked, image 7 all zero")
+  assert np.isnan(res.cohort).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Head precision modes and the float64-free path
+
+
+@pytest.mark.parametrize("prec", ["float32", "fast"])
+def test_float32_head_precision(prec):
+  maps, h = _case(7)
+  head = _fc_head()
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, precision=prec)
+  assert res.options["precision"] == prec
+  _check(res, reference(lambda m: _np_fc(head, m), maps, h), tol=2e-3 if prec == "fast" else 1e-5)
+
+
+F32_CASES = [("gap", None, "pearson", "pearson"), ("gap", None, "cosine", "spearman"),
+             ("gap", None, "spearman", "pearson"), ("gap", "pooled_dense", "pearson", "pearson"),
+             ("gap", "pooled_dense", "spearman", "pearson"), ("gap", "generic", "cosine", "pearson"),
+             ("fc", None, "pearson", "pearson"), ("fc", None, "cosine", "pearson"),
+             ("user", None, "pearson", "spearman")]
+
+
+def test_float64_free_path(monkeypatch):
+  monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  fc = _fc_head()
+  heads = {"gap": (ablation.PooledHead(), _np_pooled), "fc": (fc, lambda m: _np_fc(fc, m)),
+           "user": (ablation.GenericHead(embed=_user_embed), _np_user)}
+  maps, h = _case(8)
+  with jax.disable_jit():
+    for head_name, path, sim, cmp in F32_CASES:
+      head, embed = heads[head_name]
+      res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp, path=path)
+      assert res.options["float64"] is False
+      _check(res, reference(embed, maps, h, sim, cmp), tol=3e-5 if head_name == "fc" else 2e-6,
+             what=f"f32 {head_name} {path} {sim}/{cmp}")
+    r2 = ais.compute_ais(heads["gap"][0], maps, h, cohort_score="r2")
+  _check(r2, reference(_np_pooled, maps, h, score="r2"), tol=2e-6, what="f32 r2")
+
+
+def test_float64_free_undefined(monkeypatch):
+  monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  maps, h = _case(9)
+  maps[4] = 0
+  maps[5, ..., 1:] = 0    # image 5 keeps map 0 only: removing it empties the image
+  head = ablation.PooledHead()
+  with jax.disable_jit():
+    for sim in ("pearson", "spearman"):
+      res = ais.compute_ais(head, maps, h, similarity=sim)
+      _check_undefined(res, reference(_np_pooled, maps, h, sim))
+
+
+# ----------------------------------------------------------------------------------------------
+# Undefined values (float64)
+
+
+def _check_undefined(res, ref):
+  per_image, cohort, base_rows, base, active = ref
+  np.testing.assert_array_equal(np.isnan(res.per_image), np.isnan(per_image))
+  np.testing.assert_array_equal(np.isnan(res.cohort), np.isnan(cohort))
+  np.testing.assert_array_equal(np.isnan(res.baseline_rows), np.isnan(base_rows))
+  assert np.isnan(res.baseline) == np.isnan(base)
+  ok = np.isfinite(per_image)
+  assert np.max(np.abs(res.per_image[ok] - per_image[ok]), initial=0) <= 1e-5
+  assert (res.per_image[~active & np.isfinite(base_rows)[:, None]] == 0).all()
+  assert res.undefined["undefined_baseline_rows"] == np.flatnonzero(np.isnan(base_rows)).tolist()
+  assert res.undefined["per_image"]["count"] == int(np.isnan(per_image).sum())
+  assert res.undefined["cohort"]["count"] == int(np.isnan(cohort).sum())
+  assert res.undefined["baseline_undefined"] == bool(np.isnan(base))
+
+
+@pytest.mark.parametrize("path", [None, "pooled_dense"])
+def test_undefined_values(path):
+  maps, h = _case(10)
+  head = ablation.PooledHead()
+  maps[5, ..., 1:] = 0    # image 5 keeps map 0 only: removing it empties the image -> NaN
+  with jax.disable_jit():
+    for sim in ("pearson", "cosine", "spearman"):
+      res = ais.compute_ais(head, maps, h, similarity=sim, path=path)
+      ref = reference(_np_pooled, maps, h, sim)
+      assert np.isnan(ref[0][5, 0]) and np.isnan(ref[0]).sum() == 1
+      _check_undefined(res, ref)
+      assert res.undefined["per_image"]["locations"] == [{"image": 5, "map": 0}]
+      assert np.isnan(res.cohort).sum() == np.isnan(ref[1]).sum() == 1  # map 0 empties image 5
+    maps[4] = 0             # an all-zero image: rows that use it and the cohort are NaN
+    res = ais.compute_ais(head, maps, h, path=path)
+  ref = reference(_np_pooled, maps, h)
+  _check_undefined(res, ref)
+  assert np.isnan(res.cohort).all() and np.isnan(res.baseline)
+  assert res.undefined["undefined_baseline_rows"] == [0, 1, 2, 3, 4, 5]
+  assert np.isnan(res.per_image).all()
+
+
+def test_undefined_when_one_map_is_left():
+  """Removing map k from cohort with only two active maps: a pooled Pearson similarity of 2-vectors
+  is +-1 everywhere (after removing one map, every vector is constant: NaN)."""
+  maps, h = _case(11, k=3)
+  head = ablation.PooledHead()
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, similarity="cosine")
+  ref = reference(_np_pooled, maps, h, "cosine")
+  _check_undefined(res, ref)
+
+
+def test_human_row_with_missing_pairs():
+  """Row 0 of the human matrix keeps 3 pairs (2 NaN): defined, over those pairs only."""
+  maps, h = _case(12)
+  head = ablation.PooledHead()
+  h = h.copy()
+  h[0, 2] = h[2, 0] = np.nan
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h)
+  _check(res, reference(_np_pooled, maps, h), what="row 0 with three pairs")
+  h[0, 4] = h[4, 0] = np.nan
+  _raises(UserInputError, "human: rows [0] have fewer than 3 finite off-diagonal entries ([2]); "
+          "drop those images or supply their judgments", lambda: ais.compute_ais(head, maps, h))
+
+
+# ----------------------------------------------------------------------------------------------
+# Golden values (shared/golden, an independent loop)
+
+
+def test_golden_default_paths_jitted(golden):
+  fc = ablation.FcHead(w1=golden["W1"].T, b1=golden["b1"], w2=golden["W2"].T, b2=golden["b2"],
+                       pool_window=2)
+  for name, head in (("fc", fc), ("gap", ablation.PooledHead())):
+    res = ais.compute_ais(head, golden["F"], golden["H"])
+    for key, got in (("per_image", res.per_image), ("cohort", res.cohort)):
+      want = golden[f"{key}_{name}_pearson_pearson"]
+      assert np.max(np.abs(got - want)) <= TOL, (name, key)
+    r2 = ais.cohort_ais(head, golden["F"], golden["H"], score="r2")
+    assert np.max(np.abs(r2 - golden[f"cohort_r2_{name}"])) <= TOL
+    pi = ais.per_image_ais(head, golden["F"], golden["H"], similarity="cosine",
+                           comparison="spearman")
+    assert np.max(np.abs(pi - golden[f"per_image_{name}_cosine_spearman"])) <= TOL
+
+
+# ----------------------------------------------------------------------------------------------
+# The result record
+
+
+def test_result_record():
+  maps, h = _case(13)
+  head = _fc_head()
+  res = ais.compute_ais(head, maps, h, similarity="cosine", comparison="spearman",
+                        memory_budget_gb=0.5)
+  assert res.options == {"similarity": "cosine", "comparison": "spearman", "cohort_score": "r",
+                         "precision": "exact", "path": "fc", "chunk": 6, "row_block": 0,
+                         "sub_batch": 36, "memory_budget_gb": 0.5, "mesh": None,
+                         "float64": True}
+  assert res.per_image.dtype == np.float64 and res.cohort.dtype == np.float64
+  assert res.baseline_rows.dtype == np.float64 and isinstance(res.baseline, float)
+  assert res.embeddings.dtype == np.float32 and res.embeddings.shape == (6, 7)
+  assert res.active.dtype == bool and res.active.shape == (6, 5)
+  assert res.per_image.shape == (6, 5) and res.cohort.shape == (5,)
+  assert set(res.timings) == {"prepare", "kernel", "finalize", "total", "compiled"}
+  t = res.timings
+  assert 0 <= t["prepare"] <= t["total"] and 0 <= t["kernel"] <= t["total"]
+  assert 0 <= t["finalize"] <= t["total"]
+  assert abs(t["prepare"] + t["kernel"] + t["finalize"] - t["total"]) < 0.05 * t["total"] + 1e-3
+  assert res.undefined == {
+      "per_image": {"count": 0, "total": 30, "locations": [], "locations_truncated": False},
+      "cohort": {"count": 0, "total": 5, "locations": [], "locations_truncated": False},
+      "undefined_baseline_rows": [], "baseline_undefined": False}
+  with jax.disable_jit():
+    again = ais.compute_ais(head, maps.astype(np.float64), h, similarity="cosine",
+                            comparison="spearman", memory_budget_gb=0.5)
+  assert np.max(np.abs(again.per_image - res.per_image)) <= 1e-13
+
+
+def test_compile_once_and_trace_counts():
+  maps, h = _case(14, n=7, k=4)        # a shape no other test uses
+  head = ablation.PooledHead()
+  before = dict(ais.TRACE_COUNTS)
+  first = ais.compute_ais(head, maps, h)
+  second = ais.compute_ais(head, maps * 1.5 + maps ** 2, h)
+  assert ais.TRACE_COUNTS["pooled_rank_one"] == before.get("pooled_rank_one", 0) + 1
+  assert sum(ais.TRACE_COUNTS.values()) == sum(before.values()) + 1
+  assert first.timings["compiled"] is True and second.timings["compiled"] is False
+  assert not jax.config.jax_enable_x64
+
+
+# ----------------------------------------------------------------------------------------------
+# Refusals: exact messages
+
+
+def _raises(exc, message, fn):
+  with pytest.raises(exc) as info:
+    fn()
+  assert str(info.value) == message
+  assert type(info.value) is exc
+
+
+def test_option_refusals():
+  maps, h = _case(15)
+  head = ablation.PooledHead()
+  run = lambda **kw: (lambda: ais.compute_ais(head, maps, h, **kw))
+  _raises(ValueError, "similarity='euclid' is not one of ('pearson', 'spearman', 'cosine')",
+          run(similarity="euclid"))
+  _raises(ValueError, "comparison='kendall' is not one of ('pearson', 'spearman')",
+          run(comparison="kendall"))
+  _raises(ValueError, "cohort_score='r3' is not one of ('r', 'r2')", run(cohort_score="r3"))
+  _raises(ValueError, "cohort_score='r2' needs comparison='pearson': the r^2 variant is the squared "
+          "Pearson agreement and Spearman has no r^2 variant; use cohort_score='r' with "
+          "comparison='spearman'", run(cohort_score="r2", comparison="spearman"))
+  _raises(ValueError, "precision='half' is not one of ('exact', 'float32', 'fast')",
+          run(precision="half"))
+  _raises(ValueError, "path='dense' is not one of generic, pooled_dense, pooled_rank_one, "
+          "pooled_spearman, fc", run(path="dense"))
+  fc = _fc_head()
+  for p in ("pooled_dense", "pooled_rank_one", "pooled_spearman"):
+    _raises(ValueError, f"path={p!r} needs a PooledHead, got FcHead",
+            lambda p=p: ais.compute_ais(fc, maps, h, path=p))
+  _raises(ValueError, "path='fc' needs an FcHead, got PooledHead", run(path="fc"))
+  _raises(ValueError, "path='fc' needs an FcHead, got GenericHead",
+          lambda: ais.compute_ais(ablation.GenericHead(embed=_user_embed), maps, h, path="fc"))
+  _raises(TypeError, "head must be PooledHead, FcHead or GenericHead (spec.get_ablation_head("
+          "variables)), got dict", lambda: ais.compute_ais({}, maps, h))
+  # The r2 refusal comes before any look at the maps.
+  _raises(ValueError, "cohort_score='r3' is not one of ('r', 'r2')",
+          lambda: ais.compute_ais(head, maps[0], h, cohort_score="r3"))
+
+
+def test_input_refusals():
+  maps, h = _case(16)
+  head = ablation.PooledHead()
+  _raises(ValueError, "maps must be [n, h, w, K] feature maps, got shape (4, 4, 5)",
+          lambda: ais.compute_ais(head, maps[0], h))
+  _raises(ValueError, "maps must be [n, h, w, K] feature maps, got shape (6, 4, 4, 5, 1)",
+          lambda: ais.compute_ais(head, jnp.asarray(maps[..., None]), h))
+  _raises(ValueError, "maps must be floating point, got dtype int32",
+          lambda: ais.compute_ais(head, maps.astype(np.int32), h))
+  _raises(ValueError, "maps must be floating point, got dtype int32",
+          lambda: ais.compute_ais(head, jnp.asarray(maps.astype(np.int32)), h))
+  bad = maps.copy()
+  bad[1, 0, 2, 3] = np.nan
+  bad[4, 3, 3, 0] = np.inf
+  _raises(UserInputError, "maps: NaN or inf values at (image 1, map 3), (image 4, map 0); feature "
+          "maps must be finite (check the images and the trunk's precision)",
+          lambda: ais.compute_ais(head, bad, h))
+  _raises(UserInputError, "human: matrix is 5x5 but the cohort has 6 images; the matrix must list "
+          "the images in the same order as the images",
+          lambda: ais.compute_ais(head, maps, h[:5, :5]))
+  try:
+    ais.compute_ais(head, maps, h[:5, :5])
+  except UserInputError as e:
+    assert e.input_name is None
+
+
+def test_non_finite_maps_are_located_in_blocks():
+  """Images past the first block of 64; at most 10 pairs named, then 'and more'."""
+  maps = np.ones((70, 1, 1, 12), np.float32)
+  h = np.eye(70)
+  maps[66, 0, 0, 2] = np.nan
+  _raises(UserInputError, "maps: NaN or inf values at (image 66, map 2); feature maps must be "
+          "finite (check the images and the trunk's precision)",
+          lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
+  maps[66, 0, 0, :10] = np.inf
+  shown = ", ".join(f"(image 66, map {k})" for k in range(10))
+  _raises(UserInputError, f"maps: NaN or inf values at {shown}; feature maps must be finite "
+          "(check the images and the trunk's precision)",
+          lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
+  maps[66, 0, 0, 10] = np.nan
+  _raises(UserInputError, f"maps: NaN or inf values at {shown} and more; feature maps must be "
+          "finite (check the images and the trunk's precision)",
+          lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
+  maps[66] = 1
+  maps[3, 0, 0, :6] = np.nan
+  maps[65, 0, 0, :6] = np.nan       # 12 pairs over two blocks: the first 10 named
+  shown = ", ".join([f"(image 3, map {k})" for k in range(6)]
+                    + [f"(image 65, map {k})" for k in range(4)])
+  _raises(UserInputError, f"maps: NaN or inf values at {shown} and more; feature maps must be "
+          "finite (check the images and the trunk's precision)",
+          lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
