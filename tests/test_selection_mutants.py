@@ -668,3 +668,65 @@ def test_all_maps_prefix_is_the_exact_two_pass_similarity():
     assert abs(res.train_curves[s, -1] - tr[-1]) < 1e-10
     assert abs(res.test_full[s] - te[-1]) < 1e-10
     assert abs(res.random_test_curves[s, 0, -1] - te[-1]) < 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# Survivors of the partial runs at 7b8ddb6 / 638fe42 (see /work/notes/selection.md)
+
+
+def test_map_order_of_unsigned_and_bool_scores():
+  """The order is by value for any real dtype: unsigned AIS must not wrap when negated (a
+  negated uint8 0 stays 0 and 1 becomes 255) and bool scores order True first."""
+  assert selection.map_order(np.array([0, 3, 1, 3], np.uint8)).tolist() == [1, 3, 2, 0]
+  assert selection.map_order(np.array([False, True, True])).tolist() == [1, 2, 0]
+
+
+def test_fc_head_spearman_similarity_prefixes_match_loop():
+  """Spearman similarity on fc embeddings: the prefix scan ranks ``[chunk, n, D2]`` embeddings
+  along the feature axis (not the image axis); curves equal scipy ranks in a float64 loop."""
+  f, h = loop._random_case(seed=4, n=10, k=5, hw=5)
+  rng = np.random.default_rng(2)
+  k, window = f.shape[-1], 2
+  w1 = rng.normal(size=(k * 4, 16)) / 4
+  b1 = rng.normal(size=16) * 0.1
+  w2 = rng.normal(size=(16, 12)) / 4
+  b2 = rng.normal(size=12) * 0.1
+  head = ablation.FcHead(w1=w1, b1=b1, w2=w2, b2=b2, pool_window=window)
+  tests = [[0, 3, 7, 8]]
+  res = selection.select_maps(head, f, h, test_indices=tests, similarity="spearman", score="r",
+                              random_orders=0, chunk=2)
+  embed = lambda keep: loop._np_embed_fc(f, keep, w1, b1, w2, b2, window)
+  ais, order, tr, te, _ = loop._np_selection(embed, k, h, tests[0], [], sim="spearman",
+                                             score="r")
+  loop._close_nan(res.train_ais[0], ais, 1e-10)
+  loop._close_nan(res.train_curves[0], tr, 1e-10)
+  loop._close_nan(res.test_curves[0], te, 1e-10)
+  assert np.isfinite(tr[1:]).all()
+
+
+def test_pooled_cosine_with_pooled_values_of_exactly_one():
+  """Pooled values equal to 1.0 are ordinary values: image 0 (a test image) pools to (1, 1, 1)
+  and image 1 (a train image) to (1, 1, 3) (constant maps), so every prefix and every removal
+  keeps a nonzero vector and the cosine curves (m >= 2) and AIS are defined, equal to the
+  float64 loop."""
+  rng = np.random.default_rng(9)
+  k = 3
+  f = rng.uniform(0.1, 2.0, size=(8, 2, 2, k))
+  f[0] = 1.0
+  f[1, ..., :2] = 1.0
+  f[1, ..., 2] = 3.0
+  h = rng.normal(size=(8, 8))
+  h = (h + h.T) / 2
+  res = selection.select_maps(ablation.PooledHead(), f, h, test_indices=[[0, 2, 5, 6]],
+                              similarity="cosine", score="r", random_orders=2)
+  ais, order, tr, te, rand = loop._np_selection(lambda keep: loop._np_embed_pooled(f, keep), k,
+                                                h, [0, 2, 5, 6], res.random_orders[0],
+                                                sim="cosine", score="r")
+  # one kept map: every pooled cosine is +-1, a constant model vector, so m = 1 is undefined
+  assert np.isfinite(ais).all() and np.isfinite(tr[1:]).all() and np.isfinite(te[1:]).all()
+  loop._close_nan(res.train_ais[0], ais, 1e-10)
+  loop._close_nan(res.train_curves[0], tr, 1e-10)
+  loop._close_nan(res.test_curves[0], te, 1e-10)
+  for r in range(2):
+    loop._close_nan(res.random_train_curves[0, r], rand[r][0], 1e-10)
+    loop._close_nan(res.random_test_curves[0, r], rand[r][1], 1e-10)
