@@ -551,3 +551,114 @@ def test_non_finite_maps_are_located_in_blocks():
   _raises(UserInputError, f"maps: NaN or inf values at {shown} and more; feature maps must be "
           "finite (check the images and the trunk's precision)",
           lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning (no compile): chunk sizes from the documented per-map bytes, at both sides of each bound
+
+
+def _plan(head, shape=(6, 4, 4, 5), budget_bytes=2 * 2**30, **kw):
+  kw = {"similarity": "pearson", "comparison": "pearson", "precision": "exact", "mesh": None,
+        **kw}
+  return ais._plan(head, shape, np.float32, memory_budget_gb=budget_bytes / 2**30, **kw)
+
+
+@pytest.mark.parametrize("path,sim,prec,per_map", [
+    # 2x safety factor times the dominating intermediates (n = t = 6, 4x4 maps, K = 5, D1 = 8,
+    # D2 = 7; head itemsize 8 for 'exact', 4 for 'float32').
+    ("pooled_rank_one", "pearson", "exact", 2 * 8 * 36 * 8),
+    ("pooled_spearman", "spearman", "exact", 2 * (6 * 5 * 24 + 12 * 36 * 8)),
+    ("pooled_dense", "pearson", "exact", 2 * (6 * 5 * 48 + 4 * 36 * 8)),
+    ("fc", "pearson", "exact", 2 * (6 * (2 * 8 * 8 + 7 * 8) + 2 * 6 * 7 * 8 + 4 * 36 * 8)),
+    ("fc", "pearson", "float32", 2 * (6 * (2 * 8 * 4 + 7 * 4) + 2 * 6 * 7 * 8 + 4 * 36 * 8)),
+    ("fc", "spearman", "exact", 2 * (6 * (2 * 8 * 8 + 7 * 8) + 4 * 6 * 7 * 8 + 4 * 36 * 8)),
+    ("generic", "pearson", "exact", 2 * (6 * 16 * 5 * 12 + 4 * 6 * 1024 * 8 + 4 * 36 * 8)),
+    ("generic", "pearson", "float32", 2 * (6 * 16 * 5 * 8 + 4 * 6 * 1024 * 8 + 4 * 36 * 8))])
+def test_plan_chunks(path, sim, prec, per_map):
+  head = _fc_head() if path == "fc" else (
+      ablation.GenericHead(embed=_user_embed) if path == "generic" else ablation.PooledHead())
+  p = lambda b: _plan(head, budget_bytes=b, similarity=sim, precision=prec,
+                      path=None if path.startswith("pooled_") and path != "pooled_dense" else path)
+  # 6 slots (K = 5 maps + the baseline slot): 1, 2, 3 fit -> chunks of that size, 4 or 5 fit ->
+  # 2 chunks of 3 (same number of chunks, least padding), 6 -> 6.
+  for fits, chunk in ((1, 1), (2, 2), (3, 3), (4, 3), (5, 3), (6, 6), (60, 6)):
+    plan = p(fits * per_map)
+    assert (plan.path, plan.chunk, plan.map_pad, plan.row_block) == (path, chunk, 6, 0), fits
+    assert p(fits * per_map - 1).chunk == {1: 1, 2: 1, 3: 2, 4: 3, 5: 3, 6: 3, 60: 6}[fits]
+  plan = p(per_map)
+  assert plan.num_maps == 5 and plan.image_pad == 6 and plan.image_devices == plan.map_devices == 1
+  assert plan.similarity == sim and plan.comparison == "pearson" and plan.float64
+  assert plan.head_dtype == (jnp.float64 if prec == "exact" else jnp.float32)
+  assert p(1).chunk == 1  # never below one map per chunk
+
+
+def test_plan_details():
+  fc = _fc_head()
+  # fc sub-batches: min(chunk x t, SUB_BATCH, budget // (4 (D1 + D2) itemsize)).
+  assert _plan(fc).sub_batch == 36
+  assert _plan(fc, budget_bytes=5856).sub_batch == 6 and _plan(fc, budget_bytes=5855).chunk == 1
+  assert _plan(ablation.PooledHead()).sub_batch == 1
+  # generic with a pooled or fc head: the reference from that head.
+  assert _plan(ablation.PooledHead(), path="generic").generic_kind == "pooled"
+  assert _plan(fc, path="generic").generic_kind == "fc"
+  user = ablation.GenericHead(embed=_user_embed)
+  assert _plan(user).generic_kind == "user" and _plan(user).generic_embed is _user_embed
+  assert _plan(fc).generic_embed is None and _plan(fc).generic_kind == "user"
+  # pooled_rank_one / pooled_spearman: the update path that fits the similarity.
+  for forced in ("pooled_rank_one", "pooled_spearman"):
+    assert _plan(ablation.PooledHead(), path=forced, similarity="cosine").path == "pooled_rank_one"
+    assert _plan(ablation.PooledHead(), path=forced, similarity="spearman").path == "pooled_spearman"
+  assert _plan(ablation.PooledHead(), float64=False).float64 is False
+  assert _plan(ablation.PooledHead(), precision="fast").head_precision == jax.lax.Precision.DEFAULT
+  # Row blocks: float64, Pearson agreement, pooled rank-one, n > 8, one map over the budget.
+  head = ablation.PooledHead()
+  n10 = (10, 4, 4, 5)
+  assert _plan(head, n10, 2 * 8 * 100 * 8).row_block == 0
+  assert _plan(head, n10, 2 * 8 * 100 * 8 - 1).row_block == 5
+  assert _plan(head, n10, 100, comparison="spearman").row_block == 0
+  assert _plan(head, n10, 100, float64=False).row_block == 0
+  assert _plan(head, n10, 100, similarity="spearman").row_block == 0
+  b = _plan(head, (40, 4, 4, 5), 2 * 12 * 40 * 8 * 13)   # 13 rows fit -> 4 blocks of 10
+  assert (b.row_block, b.image_pad, b.chunk) == (10, 40, 1)
+  b = _plan(head, (40, 4, 4, 5), 2 * 12 * 40 * 8 * 14 + 2 * 12 * 40 * 8 - 1)   # 14 -> 3 x 14
+  assert (b.row_block, b.image_pad) == (14, 42)
+  b = _plan(head, (40, 4, 4, 5), 2 * 12 * 40 * 8 * 50)   # n rows at most
+  assert b.row_block == 0
+  b = _plan(head, (40, 4, 4, 5), 2 * 8 * 1600 * 8 - 1)   # just below one map: 26 rows -> 2 x 20
+  assert (b.row_block, b.image_pad, b.chunk) == (20, 40, 1)
+  assert _plan(head, (9, 4, 4, 5), 1).row_block == 5    # at least 8 rows -> 2 blocks of 5
+
+
+def test_plan_refuses_other_heads():
+  with pytest.raises(TypeError, match="^head must be PooledHead, FcHead or GenericHead "
+                     r"\(spec.get_ablation_head\(variables\)\), got str$"):
+    _plan("vgg")
+
+
+def test_wrappers_pass_every_option():
+  maps, h = _case(17)
+  head = ablation.PooledHead()
+  for fn in (ais.per_image_ais, ais.cohort_ais):
+    with pytest.raises(ValueError, match="^similarity='x'"):
+      fn(head, maps, h, similarity="x")
+    with pytest.raises(ValueError, match="^comparison='x'"):
+      fn(head, maps, h, comparison="x")
+    with pytest.raises(ValueError, match="^precision='x'"):
+      fn(head, maps, h, precision="x")
+    with pytest.raises(TypeError):
+      fn(head, maps, h, memory_budget_gb=None)
+    with pytest.raises(AttributeError):
+      fn(head, maps, h, mesh="x")
+  with pytest.raises(ValueError, match="^cohort_score='x'"):
+    ais.cohort_ais(head, maps, h, score="x")
+
+
+def test_one_device_mesh():
+  """The shard_map code path on a 1 x 1 mesh (the only mesh one CPU device allows)."""
+  maps, h = _case(18)
+  head = ablation.PooledHead()
+  mesh = jax.make_mesh((1, 1), ("images", "maps"))
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, mesh=mesh, similarity="cosine")
+  assert res.options["mesh"] == {"images": 1, "maps": 1}
+  _check(res, reference(_np_pooled, maps, h, "cosine"), what="mesh")
