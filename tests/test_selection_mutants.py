@@ -730,3 +730,45 @@ def test_pooled_cosine_with_pooled_values_of_exactly_one():
   for r in range(2):
     loop._close_nan(res.random_train_curves[0, r], rand[r][0], 1e-10)
     loop._close_nan(res.random_test_curves[0, r], rand[r][1], 1e-10)
+
+
+def _ints_plus_tiny(rng, size, low, high):
+  """Integers in [low, high] (no 0) plus +-2^-26: float32 rounds the offset away (exactly), float64
+  keeps it."""
+  v = rng.integers(low, high + 1, size=size).astype(np.float64)
+  v[v == 0] = 1.0
+  return v + rng.choice([-1.0, 1.0], size=size) * 2.0**-26
+
+
+@pytest.mark.parametrize("head_kind", ["pooled", "fc", "generic"])
+def test_float32_mode_runs_the_head_in_float32(head_kind):
+  """precision='float32' runs the head (maps, weights and biases) in float32: with integer maps
+  and weights plus a 2^-26 offset, float32 drops the offset and every head sum is exact, so the
+  curves equal the float64 loop on the rounded inputs to 1e-12, and differ from the loop on the
+  unrounded inputs by far more (the case tells the two apart)."""
+  rng = np.random.default_rng(21)
+  n, k, hw, window = 8, 3, 4, 2
+  f = _ints_plus_tiny(rng, (n, hw, hw, k), 1, 8)
+  h = rng.normal(size=(n, n))
+  h = (h + h.T) / 2
+  if head_kind == "fc":
+    w1, b1 = _ints_plus_tiny(rng, (k * 4, 6), -3, 3), _ints_plus_tiny(rng, 6, -3, 3)
+    w2, b2 = _ints_plus_tiny(rng, (6, 5), -3, 3), _ints_plus_tiny(rng, 5, -3, 3)
+    head = ablation.FcHead(w1=w1, b1=b1, w2=w2, b2=b2, pool_window=window)
+    embed_of = lambda x, *w: (lambda keep: loop._np_embed_fc(x, keep, *w, window))
+    exact = embed_of(np.round(f), *(np.round(a) for a in (w1, b1, w2, b2)))
+    rough = embed_of(f, w1, b1, w2, b2)
+  else:
+    head = ablation.PooledHead() if head_kind == "pooled" else ablation.GenericHead(
+        embed=lambda maps, keep: jnp.mean(maps[None] * keep[:, None, None, None, :], axis=(2, 3)))
+    exact = lambda keep: loop._np_embed_pooled(np.round(f), keep)
+    rough = lambda keep: loop._np_embed_pooled(f, keep)
+  tests = [[0, 3, 5, 6]]
+  res = selection.select_maps(head, f, h, test_indices=tests, precision="float32",
+                              random_orders=0, chunk=2)
+  ais, _, tr, te, _ = loop._np_selection(exact, k, h, tests[0], [])
+  loop._close_nan(res.train_ais[0], ais, 1e-12)
+  loop._close_nan(res.train_curves[0], tr, 1e-12)
+  loop._close_nan(res.test_curves[0], te, 1e-12)
+  ais64, _, tr64, _, _ = loop._np_selection(rough, k, h, tests[0], [])
+  assert np.nanmax(np.abs(ais64 - ais)) > 1e-10 and np.nanmax(np.abs(tr64 - tr)) > 1e-10
