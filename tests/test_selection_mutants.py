@@ -656,8 +656,10 @@ def test_spearman_similarity_of_an_image_constant_within_rounding():
 def test_all_maps_prefix_is_the_exact_two_pass_similarity():
   """Maps with a large constant offset: the cumulative-sum prefixes lose digits (documented), but
   the m = K prefix (the model with all maps, so also test_full) is the exact two-pass similarity:
-  equal to the float64 loop to 1e-10. Same shapes as the bookkeeping test."""
-  maps, human = _pooled_case()
+  equal to the float64 loop to 1e-10. Its own shapes (n = 11): mutmut links a test only to the
+  functions it traces, and a jit trace cached by an earlier test of the same shapes hid this one
+  from the prefix code."""
+  maps, human = _pooled_case(n=11)
   maps = maps + 1e4
   tests = [[7, 2, 4], [9, 0, 3, 1]]
   res = selection.select_maps(ablation.PooledHead(), maps, human, test_indices=tests, seed=3,
@@ -772,3 +774,11 @@ def test_float32_mode_runs_the_head_in_float32(head_kind):
   loop._close_nan(res.test_curves[0], te, 1e-12)
   ais64, _, tr64, _, _ = loop._np_selection(rough, k, h, tests[0], [])
   assert np.nanmax(np.abs(ais64 - ais)) > 1e-10 and np.nanmax(np.abs(tr64 - tr)) > 1e-10
+
+
+def test_select_maps_default_memory_budget_is_two_gb():
+  """The documented default budget (2 GB). Its effect on the chunk needs inputs of about that
+  size, so the default itself is checked; test_fc_exact_mode_float32_maps_over_chunks_of_three
+  checks the estimate on both sides of a budget."""
+  import inspect
+  assert inspect.signature(selection.select_maps).parameters["memory_budget_gb"].default == 2.0
