@@ -666,10 +666,10 @@ def test_one_device_mesh():
 
 def test_row_blocks_tiny_human_scale():
   """Constancy is relative to the largest value (DESIGN.md): a human matrix of order 1e-13 is
-  not constant, blocked or not (Pearson agreement is scale-free: the loop's AIS are unchanged)."""
+  not constant, blocked or not (Pearson agreement is scale-free: the loop's AIS are unchanged).
+  Jitted: lax.scan's carry structure is checked (under disable_jit it is not)."""
   maps, h = _case(19, n=9)
   head = ablation.PooledHead()
-  with jax.disable_jit():
-    res = ais.compute_ais(head, maps, h * 1e-13, memory_budget_gb=1e-7)
+  res = ais.compute_ais(head, maps, h * 1e-13, memory_budget_gb=1e-7)
   assert res.options["row_block"] == 5
   _check(res, reference(_np_pooled, maps, h), tol=1e-9, what="blocked, human x 1e-13")
