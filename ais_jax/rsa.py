@@ -256,9 +256,9 @@ def correlation_change(x, dx, y, mask=None, *, kind: str = "pearson"):
   safe = jnp.maximum(count, 1)
   x1 = x + dx
   undefined = (_is_constant(x, m, safe) | _is_constant(x1, m, safe) | _is_constant(y, m, safe)
-               | (count[..., 0] < 2))
+               | (count[..., 0] < 2)
+               | jnp.any(m & (jnp.isnan(x) | jnp.isnan(x1) | jnp.isnan(y)), axis=-1))
   if kind == "spearman":
-    undefined = undefined | jnp.any(m & (jnp.isnan(x) | jnp.isnan(x1) | jnp.isnan(y)), axis=-1)
     rx = _ranks_over_mask(x, m)
     x, dx, y = rx, _ranks_over_mask(x1, m) - rx, _ranks_over_mask(y, m)
   xc, dxc, yc = (_masked_centre(v, m, safe) for v in (x, dx, y))

@@ -395,21 +395,23 @@ def test_float32_masked_correlation_few_selected_of_many(kind):
   assert abs(float(r) - want) <= 1e-6 and abs(float(change) - want_change) <= 1e-6
 
 
-def test_correlation_change_spearman_nan_in_dx_inside_the_mask_only():
-  """Spearman: a NaN in x + dx inside the mask makes both r and the change NaN (the undefined
-  rule covers x, x + dx and y), in that row only; the same NaN outside the mask is ignored."""
+@pytest.mark.parametrize("kind", ["pearson", "spearman"])
+def test_correlation_change_nan_in_dx_inside_the_mask_only(kind):
+  """A NaN in x + dx inside the mask makes both r and the change NaN (the undefined rule covers
+  x, x + dx and y; Pearson returned a finite r before), in that row only; the same NaN outside
+  the mask is ignored."""
   rng = np.random.default_rng(27)
   x, y = rng.standard_normal((2, 10)), rng.standard_normal(10)
   dx = 0.3 * rng.standard_normal((2, 10))
   dx[0, 4] = np.nan
   mask = np.ones(10, bool)
-  r, change = _change(x, dx, y, mask, kind="spearman")
+  r, change = _change(x, dx, y, mask, kind=kind)
   assert np.isnan(r[0]) and np.isnan(change[0])
-  want_r, want_change = _change_reference(x[1:], dx[1:], y, "spearman")
+  want_r, want_change = _change_reference(x[1:], dx[1:], y, kind)
   np.testing.assert_allclose([r[1], change[1]], [want_r[0], want_change[0]], rtol=0, atol=1e-12)
   mask[4] = False
-  r, change = _change(x, dx, y, mask, kind="spearman")
-  want_r, want_change = _change_reference(x, dx, y, "spearman", mask)
+  r, change = _change(x, dx, y, mask, kind=kind)
+  want_r, want_change = _change_reference(x, dx, y, kind, mask)
   np.testing.assert_allclose(r, want_r, rtol=0, atol=1e-12)
   np.testing.assert_allclose(change, want_change, rtol=0, atol=1e-12)
 
