@@ -673,3 +673,26 @@ def test_row_blocks_tiny_human_scale():
   res = ais.compute_ais(head, maps, h * 1e-13, memory_budget_gb=1e-7)
   assert res.options["row_block"] == 5
   _check(res, reference(_np_pooled, maps, h), tol=1e-9, what="blocked, human x 1e-13")
+
+
+def test_wrapper_defaults():
+  maps, h = _case(21)
+  head = ablation.PooledHead()
+  with jax.disable_jit():
+    ref = reference(_np_pooled, maps, h)
+    pi = ais.per_image_ais(head, maps, h)
+    co = ais.cohort_ais(head, maps, h)
+  assert np.nanmax(np.abs(pi - ref[0])) <= TOL and np.max(np.abs(co - ref[1])) <= TOL
+
+
+def test_row_blocks_constant_model_similarities():
+  """Two active maps (K = 3, map 2 off everywhere): removing one from every image leaves pooled
+  vectors [a, 0, 0] whose Pearson similarities are all 1 (within rounding): cohort AIS NaN."""
+  maps, h = _case(20, n=9, k=3)
+  head = ablation.PooledHead()
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, memory_budget_gb=1e-7)
+  assert res.options["row_block"] == 5
+  ref = reference(_np_pooled, maps, h)
+  assert np.isnan(ref[1][:2]).all() and ref[1][2] == 0
+  _check_undefined(res, ref)
