@@ -383,9 +383,11 @@ def test_inactive_map_ais_is_exactly_zero_only_with_a_defined_baseline():
 
 def test_retained_is_the_test_score_at_m_star():
   nan = math.nan
-  curves = np.array([[0.1, 0.5, 0.3], [0.2, 0.1, 0.0], [nan, 0.4, 0.2], [0.3, 0.6, 0.9]])
-  got = selection._retained(curves, np.array([2, 1, 0, 3]))
-  np.testing.assert_array_equal(got, [0.5, 0.2, nan, 0.9])
+  curves = np.array([[0.1, 0.5, 0.3], [0.2, 0.1, 0.0], [nan, 0.4, 0.2], [0.3, 0.6, 0.9],
+                     [0.7, 0.4, 0.2]])
+  got = selection._retained(curves, np.array([2, 1, 0, 3, 0]))
+  # m* = 0 (no defined train score) retains nothing, even where the first test score is defined
+  np.testing.assert_array_equal(got, [0.5, 0.2, nan, 0.9, nan])
 
 
 def test_select_maps_defaults_and_image_fold_seeds():
