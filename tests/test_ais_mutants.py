@@ -297,6 +297,7 @@ F32_CASES = [("gap", None, "pearson", "pearson"), ("gap", None, "cosine", "spear
              ("gap", None, "spearman", "pearson"), ("gap", "pooled_dense", "pearson", "pearson"),
              ("gap", "pooled_dense", "spearman", "pearson"), ("gap", "generic", "cosine", "pearson"),
              ("fc", None, "pearson", "pearson"), ("fc", None, "cosine", "pearson"),
+             ("fc", "generic", "pearson", "pearson"),
              ("user", None, "pearson", "spearman")]
 
 
