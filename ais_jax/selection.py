@@ -504,7 +504,6 @@ def _selection_kernel(head, maps, h_upper, train_masks, test_masks, random_order
   eng = _Engine(head, maps, cfg)
   full = eng.full()                                                   # [P]
   abl = eng.ablated()                                                 # [K, P]
-  k = maps.shape[-1]
 
   def one_split(args):
     train, test, rand = args
