@@ -223,14 +223,20 @@ def _first_maximum_reference(curve):
   return best_m
 
 
-def test_fc_matches_loop_score_r_and_chunks():
-  f, h = _random_case(seed=4, n=10, k=5, hw=5)
-  rng = np.random.default_rng(1)
-  k, window = f.shape[-1], 2
+def _random_fc_weights(k, seed):
+  """fc6 (4 pooled positions x k maps -> 16) and fc7 (16 -> 12) weights and biases."""
+  rng = np.random.default_rng(seed)
   w1 = rng.normal(size=(k * 4, 16)) / 4
   b1 = rng.normal(size=16) * 0.1
   w2 = rng.normal(size=(16, 12)) / 4
   b2 = rng.normal(size=12) * 0.1
+  return w1, b1, w2, b2
+
+
+def test_fc_matches_loop_score_r_and_chunks():
+  f, h = _random_case(seed=4, n=10, k=5, hw=5)
+  k, window = f.shape[-1], 2
+  w1, b1, w2, b2 = _random_fc_weights(k, seed=1)
   head = ablation.FcHead(w1=w1, b1=b1, w2=w2, b2=b2, pool_window=window)
   tests = [[0, 3, 7], [1, 2, 5, 9]]
   # chunk=2 over K=5 prefixes exercises the padded last chunk of the prefix scan

@@ -447,12 +447,8 @@ def test_fc_exact_mode_float32_maps_over_chunks_of_three():
   (zero weights) does not make the maps look inactive."""
   f, h = loop._random_case(seed=6, n=9, k=7, hw=4)
   f = f.astype(np.float32)
-  rng = np.random.default_rng(8)
   k, window = 7, 2
-  w1 = rng.normal(size=(k * 4, 16)) / 4
-  b1 = rng.normal(size=16) * 0.1
-  w2 = rng.normal(size=(16, 12)) / 4
-  b2 = rng.normal(size=12) * 0.1
+  w1, b1, w2, b2 = loop._random_fc_weights(k, seed=8)
   w1[:, 5] = 0                                          # a dead fc6 unit: no map reaches it
   head = ablation.FcHead(w1=w1, b1=b1, w2=w2, b2=b2, pool_window=window)
   tests = [[0, 2, 5, 8]]
@@ -689,12 +685,8 @@ def test_fc_head_spearman_similarity_prefixes_match_loop():
   """Spearman similarity on fc embeddings: the prefix scan ranks ``[chunk, n, D2]`` embeddings
   along the feature axis (not the image axis); curves equal scipy ranks in a float64 loop."""
   f, h = loop._random_case(seed=4, n=10, k=5, hw=5)
-  rng = np.random.default_rng(2)
   k, window = f.shape[-1], 2
-  w1 = rng.normal(size=(k * 4, 16)) / 4
-  b1 = rng.normal(size=16) * 0.1
-  w2 = rng.normal(size=(16, 12)) / 4
-  b2 = rng.normal(size=12) * 0.1
+  w1, b1, w2, b2 = loop._random_fc_weights(k, seed=2)
   head = ablation.FcHead(w1=w1, b1=b1, w2=w2, b2=b2, pool_window=window)
   tests = [[0, 3, 7, 8]]
   res = selection.select_maps(head, f, h, test_indices=tests, similarity="spearman", score="r",
