@@ -164,8 +164,8 @@ def write_results(result, out: str, *, models: Mapping, names: Sequence[str],
 
 
 def run(*, weights: str, out: str, arch: Optional[str] = None, images: str = "",
-        image_list: str = "", tfds_data_dir: str = "", human_subjects: str = "", human_kind: Optional[str] = None,
-        human_key: Optional[str] = None,
+        image_list: str = "", tfds_data_dir: str = "", human_subjects: str = "",
+        human_kind: Optional[str] = None, human_key: Optional[str] = None,
         dataset: str = "", data_dir: str = "", compare_weights: Sequence[str] = (),
         similarity: str = "pearson", comparison: str = "pearson", cohort_score: str = "r",
         precision: str = "exact", bootstrap: int = 1000, permutations: int = 1000,

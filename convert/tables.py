@@ -19,7 +19,6 @@ Converter = Callable[..., Any]
 _CONVERTERS: dict[str, Converter] = {}
 
 
-
 def register(arch: str, converter: Converter) -> Converter:
   """Makes ``converter`` the table for architecture ``arch`` (an ``ais_jax.models`` name)."""
   if arch in _CONVERTERS and _CONVERTERS[arch] is not converter:

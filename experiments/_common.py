@@ -202,6 +202,7 @@ def define_human_reading_flags(module_name: str | None = None) -> None:
 
 
 DATASETS = ("planted", "kriegeskorte92", "custom")
+COHORT_DATASETS = ("kriegeskorte92", "custom")  # what inference and architectures take
 
 
 def define_dataset_flags() -> None:

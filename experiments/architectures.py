@@ -52,7 +52,7 @@ def main(argv):
   config = sweep.SweepConfig(
       weights=FLAGS.weights.split(","), out=FLAGS.out,
       dataset=_common.dataset_of(FLAGS.dataset, images_given=bool(FLAGS.images or FLAGS.human),
-                                 supported=("kriegeskorte92", "custom"), default="custom"),
+                                 supported=_common.COHORT_DATASETS, default="custom"),
       data_dir=FLAGS.data_dir, images=FLAGS.images, image_list=FLAGS.image_list,
       human=FLAGS.human, human_key=FLAGS.human_key, human_kind=FLAGS.human_kind,
       human_labels=FLAGS.human_labels,

@@ -40,8 +40,8 @@ _common.define_flag(flags.DEFINE_integer, "split_halves", 100, "Random half spli
 _common.define_flag(flags.DEFINE_integer, "top_m", 10, "Size of the top set whose bootstrap "
                     "stability is reported.", lower_bound=1)
 
-FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human_subjects", "human_key", "human_kind", "dataset",
-              "data_dir", "compare_weights", "similarity", "comparison", "cohort_score",
+FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human_subjects",
+              "human_key", "human_kind", "dataset", "data_dir", "compare_weights", "similarity", "comparison", "cohort_score",
               "precision", "batch_size", "bootstrap", "permutations", "bootstrap_seed",
               "permutation_seed", "split_seed", "split_halves", "top_m", "overwrite", "out")
 
@@ -56,7 +56,7 @@ def main(argv):
       human_subjects=FLAGS.human_subjects, human_kind=FLAGS.human_kind,
       human_key=FLAGS.human_key or None, data_dir=FLAGS.data_dir,
       dataset=_common.dataset_of(FLAGS.dataset, images_given=bool(FLAGS.images),
-                                 supported=("kriegeskorte92", "custom"), default="custom"),
+                                 supported=_common.COHORT_DATASETS, default="custom"),
       compare_weights=FLAGS.compare_weights, similarity=FLAGS.similarity,
       comparison=FLAGS.comparison, cohort_score=FLAGS.cohort_score, precision=FLAGS.precision,
       bootstrap=FLAGS.bootstrap, permutations=FLAGS.permutations,

@@ -84,9 +84,8 @@ def define_flags() -> None:
 def config_from_flags() -> main_job.RunConfig:
   """The run's options from the parsed flags (--dataset inferred when not given)."""
   from ais_jax.errors import UserInputError
-  dataset = FLAGS.dataset
-  if dataset is None:
-    dataset = "custom" if (FLAGS.images or FLAGS.human) else "planted"
+  dataset = _common.dataset_of(FLAGS.dataset, images_given=bool(FLAGS.images or FLAGS.human),
+                               supported=_common.DATASETS, default="planted")
   if dataset != "custom" and (FLAGS.images or FLAGS.human):
     raise UserInputError("--dataset", f"{dataset} does not take --images/--human; drop them or "
                          "use --dataset=custom")

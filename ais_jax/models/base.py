@@ -159,7 +159,6 @@ def import_families(package: str = "ais_jax.models") -> None:
         raise
 
 
-
 def init_variables(spec: ModelSpec, num_classes: Optional[int] = None, seed: int = 0):
   """Random variables for ``spec`` (tests, benchmarks and abstract shapes)."""
   import jax
