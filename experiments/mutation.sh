@@ -9,6 +9,9 @@
 #                                  # written to <module>.rerun.txt (then .rerun2.txt, ...), the full run's file is kept
 #   MUTATION_TIME_LIMIT=1800 bash experiments/mutation.sh saliency
 #                                  # stop after 30 min; unfinished mutants count as "not checked"
+#   MUTMUT_CHILDREN=2 MUTATION_WORKDIR=/tmp/mut bash experiments/mutation.sh ais ...
+#                                  # two workers; the clone in /tmp/mut/repo answers
+#                                  # `mutmut results` while the run goes on (cheapest mutants first)
 #
 # Each run works in a fresh clone of the current commit under $TMPDIR (the working tree is never
 # touched), mutates one module, runs the tests listed for it against every mutant (mutmut runs only
@@ -42,8 +45,8 @@ run_one() {
   local module="$1"
   shift
   local tests="${TESTS[$module]:?unknown module $module; one of: ${!TESTS[*]}}"
-  local work
-  work="$(mktemp -d)"
+  local work="${MUTATION_WORKDIR:-$(mktemp -d)}"
+  mkdir -p "$work"
   git clone -q "$repo" "$work/repo"
   cd "$work/repo"
   cat >> pyproject.toml <<EOF
@@ -68,8 +71,8 @@ EOF
   local out="$results/$module.txt"
   if [[ $# -gt 0 ]]; then  # a rerun never overwrites an earlier one: .rerun.txt, .rerun2.txt, ...
     out="$results/$module.rerun.txt"
-    local k=2
-    while [[ -e "$out" ]]; do out="$results/$module.rerun$k.txt"; k=$((k + 1)); done
+    local k=2  # claimed with noclobber, so two runs ending together never share a file
+    while ! (set -C; : > "$out") 2>/dev/null; do out="$results/$module.rerun$k.txt"; k=$((k + 1)); done
   fi
   {
     echo "# mutmut on ais_jax/$module.py ($(git rev-parse --short HEAD)), tests: $tests${1:+, mutants: $*}"
