@@ -697,3 +697,107 @@ def test_row_blocks_constant_model_similarities():
   ref = reference(_np_pooled, maps, h)
   assert np.isnan(ref[1][:2]).all() and ref[1][2] == 0
   _check_undefined(res, ref)
+
+
+def _pooled_maps(pooled, hw=4):
+  """float32 maps ``[n, hw, hw, K]`` constant over space, whose mean pool is exactly ``pooled``."""
+  pooled = np.asarray(pooled, np.float32)
+  return np.broadcast_to(pooled[:, None, None, :], (len(pooled), hw, hw, pooled.shape[1])).copy()
+
+
+def _human(seed, n):
+  h = np.random.default_rng(seed).standard_normal((n, n))
+  h = (h + h.T) / 2
+  np.fill_diagonal(h, 1.0)
+  return h
+
+
+def _constancy_ratio(values):
+  """RMS deviation over (1e-12 x the largest |value|): <= 1 is constant (DESIGN.md)."""
+  values = np.asarray(values, np.float64)
+  return np.sqrt(np.mean((values - values.mean()) ** 2)) / (1e-12 * np.max(np.abs(values)))
+
+
+def _cohort_cosines(pooled, drop):
+  p = np.asarray(pooled, np.float32).astype(np.float64)
+  p[:, drop] = 0
+  n = len(p)
+  return [_sim(p[i], p[j], "cosine") for i in range(n) for j in range(i + 1, n)]
+
+
+def test_row_blocks_nearly_constant_cohort_similarities():
+  """The blocked cohort constancy test is an RMS (divided by the pair count) against 1e-12 times
+  the largest |similarity|, as in DESIGN.md, on both sides of the threshold.
+
+  Near 1: removing map 0 from every image leaves 2-d vectors at angles 0.3 + 1.4e-6 t: cosines
+  1 - O(1e-12), RMS about 0.2 of the threshold -> constant, cohort AIS NaN (36x the RMS would
+  not be). Near 0.01: nine vectors with pairwise cosines c = 0.01 plus a shared tiny component
+  w_i ~ 1e-6: deviations ~ 1e-12, far above 1e-12 x 0.01 -> defined (1e-12 / 0.01 would call it
+  constant)."""
+  n = 9
+  rng = np.random.default_rng(23)
+  theta = 0.3 + 1.4e-6 * rng.uniform(size=n)
+  near_one = np.stack([rng.uniform(0.5, 1.5, n), np.cos(theta), np.sin(theta)], axis=1)
+  ratio = _constancy_ratio(_cohort_cosines(near_one, drop=0))
+  assert 2 / 36 < ratio < 0.5, ratio            # the case sits where the two RMS forms disagree
+  maps, h = _pooled_maps(near_one), _human(24, n)
+  head = ablation.PooledHead()
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, similarity="cosine", memory_budget_gb=1e-7)
+  assert res.options["row_block"] == 5
+  _check(res, reference(_np_pooled, maps, h, "cosine"), what="blocked, cosines near 1")
+  assert np.isnan(res.cohort[0]) and np.isfinite(res.cohort[1:]).all()
+
+  c = 0.01
+  near_c = np.zeros((n, n + 3))
+  near_c[:, 0] = rng.uniform(0.5, 1.5, n)                  # map 0: the one removed
+  near_c[:, 1:n + 1] = np.sqrt(1 - c) * np.eye(n)          # one map per image
+  near_c[:, n + 1] = np.sqrt(c)                            # shared: pairwise cosines c
+  near_c[:, n + 2] = 1e-6 * rng.uniform(1, 2, n)           # shared, tiny: deviations ~ 1e-12
+  ratio = _constancy_ratio(_cohort_cosines(near_c, drop=0))
+  assert 10 < ratio < 0.5 / c**2, ratio         # above 1e-12 x 0.01, below 1e-12 / 0.01
+  maps = _pooled_maps(near_c)
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, similarity="cosine", memory_budget_gb=1e-7)
+  assert res.options["row_block"] == 5
+  per_image, cohort, base_rows, base, _ = reference(_np_pooled, maps, h, "cosine")
+  np.testing.assert_array_equal(np.isnan(res.cohort), np.isnan(cohort))
+  assert np.isfinite(res.cohort).all()
+  # Cosines of 1e-12 deviations carry float64 rounding of 1e-18 / 1e-12: compare loosely.
+  np.testing.assert_allclose(res.cohort, cohort, atol=1e-4)
+  np.testing.assert_allclose(res.baseline_rows, base_rows, atol=1e-10)
+
+
+def _tied_embed(maps, keep):
+  """A GenericHead whose embedding of an image without map 0 is constant, [p1, p1, p1], while the
+  full embedding [p0 + p1, p1, p1] is not."""
+  if keep is not None:
+    maps = maps[None] * keep[:, None, None, None, :]
+  p = jnp.mean(maps, axis=(-3, -2))
+  return jnp.stack([p[..., 0] + p[..., 1], p[..., 1], p[..., 1]], axis=-1)
+
+
+def _np_tied(maps):
+  p = maps.mean(axis=(-3, -2))
+  return np.stack([p[..., 0] + p[..., 1], p[..., 1], p[..., 1]], axis=-1)
+
+
+@pytest.mark.parametrize("float64", [True, False])
+def test_cosine_of_constant_embedding_is_defined(monkeypatch, float64):
+  """Cosine similarity is undefined only for an all-zero embedding: a constant non-zero one
+  (an image's embedding without map 0) has ordinary cosines (Pearson would be undefined)."""
+  if not float64:
+    monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  rng = np.random.default_rng(25)
+  maps = _pooled_maps(rng.uniform(0.2, 1.0, (7, 2)))
+  h = _human(26, 7)
+  head = ablation.GenericHead(embed=_tied_embed)
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, similarity="cosine", path="generic")
+  assert res.options["float64"] is float64
+  # float32 embeddings of nearly parallel vectors (cosines near 1): 3e-6 here.
+  ref = reference(_np_tied, maps, h, "cosine")
+  _check(res, ref, tol=1e-10 if float64 else 1e-5, what=f"constant ablated embedding, {float64=}")
+  assert np.isfinite(res.per_image).all()
+  # Removing map 0 (or 1) from every image leaves every embedding parallel: all cosines 1.
+  assert np.isnan(ref[1]).all()
