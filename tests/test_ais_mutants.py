@@ -9,7 +9,6 @@ tiny inputs. Most cases run op by op under ``jax.disable_jit()`` (op compiles ar
 a few are jitted. Also: the golden values, the options record, each refusal's exact message.
 """
 
-import re
 
 import jax
 import jax.numpy as jnp
@@ -172,20 +171,27 @@ POOLED_CASES = [("pearson", "pearson"), ("pearson", "spearman"), ("cosine", "pea
                 ("cosine", "spearman"), ("spearman", "pearson")]
 
 
+# One test per case, so that a mutant fails at its first wrong case.
+@pytest.mark.parametrize("sim,cmp", POOLED_CASES)
 @pytest.mark.parametrize("path", [None, "pooled_dense", "generic"])
-def test_pooled_head_every_option(path):
+def test_pooled_head_every_option(path, sim, cmp):
   maps, h = _case(0)
   head = ablation.PooledHead()
   with jax.disable_jit():
-    for sim, cmp in POOLED_CASES:
-      res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp, path=path)
-      want = path or ("pooled_spearman" if sim == "spearman" else "pooled_rank_one")
-      assert res.options["path"] == want
-      _check(res, reference(_np_pooled, maps, h, sim, cmp), what=f"{want} {sim}/{cmp}")
-      np.testing.assert_array_equal(res.active, maps.any(axis=(1, 2)))
-      np.testing.assert_allclose(res.embeddings, _np_pooled(maps.astype(np.float64)), rtol=1e-6)
-    r2 = ais.compute_ais(head, maps, h, cohort_score="r2", path=path)
-    _check(r2, reference(_np_pooled, maps, h, score="r2"), what=f"{path} r2")
+    res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp, path=path)
+  want = path or ("pooled_spearman" if sim == "spearman" else "pooled_rank_one")
+  assert res.options["path"] == want
+  _check(res, reference(_np_pooled, maps, h, sim, cmp), what=f"{want} {sim}/{cmp}")
+  np.testing.assert_array_equal(res.active, maps.any(axis=(1, 2)))
+  np.testing.assert_allclose(res.embeddings, _np_pooled(maps.astype(np.float64)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("path", [None, "pooled_dense", "generic"])
+def test_pooled_head_r2(path):
+  maps, h = _case(0)
+  with jax.disable_jit():
+    r2 = ais.compute_ais(ablation.PooledHead(), maps, h, cohort_score="r2", path=path)
+  _check(r2, reference(_np_pooled, maps, h, score="r2"), what=f"{path} r2")
 
 
 @pytest.mark.parametrize("path", [None, "generic"])
@@ -245,21 +251,27 @@ def test_fc_sub_batches_smaller_than_pairs(monkeypatch):
   _check(res, reference(lambda m: _np_fc(head, m), maps, h), what="fc sub-batch 4")
 
 
-def test_row_blocks_against_loop():
+@pytest.mark.parametrize("sim,score", [("pearson", "r"), ("cosine", "r2")])
+def test_row_blocks_against_loop(sim, score):
   """Below one map's n x n matrices: rows in blocks (n = 10 -> 2 blocks of 5)."""
   maps, h = _case(5, n=10)
   head = ablation.PooledHead()
   with jax.disable_jit():
-    for sim, score in (("pearson", "r"), ("cosine", "r2")):
-      res = ais.compute_ais(head, maps, h, similarity=sim, cohort_score=score,
-                            memory_budget_gb=1e-7)
-      assert res.options["row_block"] == 5 and res.options["chunk"] == 1
-      _check(res, reference(_np_pooled, maps, h, sim, score=score), what=f"blocked {sim}")
+    res = ais.compute_ais(head, maps, h, similarity=sim, cohort_score=score, memory_budget_gb=1e-7)
+  assert res.options["row_block"] == 5 and res.options["chunk"] == 1
+  _check(res, reference(_np_pooled, maps, h, sim, score=score), what=f"blocked {sim}")
+
+
+def test_row_blocks_only_for_pearson_rank_one():
+  """Spearman agreement and the dense path never use row blocks; n = 8 is never blocked
+  (ROW_BLOCK_MIN), n = 9 is (2 blocks of 5, one padding row)."""
+  maps, h = _case(5, n=10)
+  head = ablation.PooledHead()
+  with jax.disable_jit():
     spear = ais.compute_ais(head, maps, h, comparison="spearman", memory_budget_gb=1e-7)
     assert spear.options["row_block"] == 0
     dense = ais.compute_ais(head, maps, h, memory_budget_gb=1e-7, path="pooled_dense")
     assert dense.options["row_block"] == 0
-  # n = 8 is never blocked (ROW_BLOCK_MIN), n = 9 is (one block of 9? no: 8 -> 2 blocks of 5).
   p8 = ais._plan(head, (8, 4, 4, 5), np.float32, similarity="pearson", comparison="pearson",
                  precision="exact", memory_budget_gb=1e-7, mesh=None)
   p9 = ais._plan(head, (9, 4, 4, 5), np.float32, similarity="pearson", comparison="pearson",
@@ -301,20 +313,31 @@ F32_CASES = [("gap", None, "pearson", "pearson"), ("gap", None, "cosine", "spear
              ("user", None, "pearson", "spearman")]
 
 
-def test_float64_free_path(monkeypatch):
-  monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+def _f32_heads():
   fc = _fc_head()
-  heads = {"gap": (ablation.PooledHead(), _np_pooled), "fc": (fc, lambda m: _np_fc(fc, m)),
-           "user": (ablation.GenericHead(embed=_user_embed), _np_user)}
+  return {"gap": (ablation.PooledHead(), _np_pooled), "fc": (fc, lambda m: _np_fc(fc, m)),
+          "user": (ablation.GenericHead(embed=_user_embed), _np_user)}
+
+
+# One test per case, so that a mutant of the float64-free code fails at its first wrong case.
+@pytest.mark.parametrize("head_name,path,sim,cmp", F32_CASES)
+def test_float64_free_path(monkeypatch, head_name, path, sim, cmp):
+  monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  head, embed = _f32_heads()[head_name]
   maps, h = _case(8)
   with jax.disable_jit():
-    for head_name, path, sim, cmp in F32_CASES:
-      head, embed = heads[head_name]
-      res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp, path=path)
-      assert res.options["float64"] is False
-      _check(res, reference(embed, maps, h, sim, cmp), tol=3e-5 if head_name == "fc" else 2e-6,
-             what=f"f32 {head_name} {path} {sim}/{cmp}")
-    r2 = ais.compute_ais(heads["gap"][0], maps, h, cohort_score="r2")
+    res = ais.compute_ais(head, maps, h, similarity=sim, comparison=cmp, path=path)
+  assert res.options["float64"] is False
+  _check(res, reference(embed, maps, h, sim, cmp), tol=3e-5 if head_name == "fc" else 2e-6,
+         what=f"f32 {head_name} {path} {sim}/{cmp}")
+
+
+def test_float64_free_r2(monkeypatch):
+  monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  maps, h = _case(8)
+  with jax.disable_jit():
+    r2 = ais.compute_ais(ablation.PooledHead(), maps, h, cohort_score="r2")
+  assert r2.options["float64"] is False
   _check(r2, reference(_np_pooled, maps, h, score="r2"), tol=2e-6, what="f32 r2")
 
 
@@ -655,12 +678,12 @@ def test_wrappers_pass_every_option():
 
 
 def test_one_device_mesh():
-  """The shard_map code path on a 1 x 1 mesh (the only mesh one CPU device allows)."""
+  """The shard_map code path on a 1 x 1 mesh (the only mesh one CPU device allows). Jitted:
+  shard_map op by op takes 11 s here, compiled about 1 s."""
   maps, h = _case(18)
   head = ablation.PooledHead()
   mesh = jax.make_mesh((1, 1), ("images", "maps"))
-  with jax.disable_jit():
-    res = ais.compute_ais(head, maps, h, mesh=mesh, similarity="cosine")
+  res = ais.compute_ais(head, maps, h, mesh=mesh, similarity="cosine")
   assert res.options["mesh"] == {"images": 1, "maps": 1}
   _check(res, reference(_np_pooled, maps, h, "cosine"), what="mesh")
 
