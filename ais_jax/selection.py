@@ -496,8 +496,8 @@ def _selection_kernel(head, maps, h_upper, train_masks, test_masks, random_order
                       generic_head=None):
   """All splits x (AIS order + random orders) x K prefixes in one traced computation.
 
-  Returns a dict of ``full_train [S]``, ``ais [S, K]``, ``orders [S, 1+R, K]``,
-  ``train_curves`` / ``test_curves`` ``[S, 1+R, K]``.
+  Returns a dict of ``ais [S, K]``, ``orders [S, 1+R, K]``, ``train_curves`` / ``test_curves``
+  ``[S, 1+R, K]`` (the full model's train score is each train curve's last entry).
   """
   if generic_head is not None:
     head = generic_head
@@ -524,8 +524,7 @@ def _selection_kernel(head, maps, h_upper, train_masks, test_masks, random_order
       return _score(pref, h_upper, train, cfg), _score(pref, h_upper, test, cfg)
 
     tr, te = jax.lax.map(curves, orders)
-    return {"full_train": base, "ais": ais, "orders": orders, "train_curves": tr,
-            "test_curves": te}
+    return {"ais": ais, "orders": orders, "train_curves": tr, "test_curves": te}
 
   return jax.lax.map(one_split, (train_masks, test_masks, random_orders),
                      batch_size=max(1, min(cfg.split_batch, train_masks.shape[0])))
