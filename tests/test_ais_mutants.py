@@ -824,3 +824,29 @@ def test_cosine_of_constant_embedding_is_defined(monkeypatch, float64):
   assert np.isfinite(res.per_image).all()
   # Removing map 0 (or 1) from every image leaves every embedding parallel: all cosines 1.
   assert np.isnan(ref[1]).all()
+
+
+@pytest.mark.parametrize("float64", [True, False])
+def test_spearman_similarity_with_negative_tied_and_unit_values(monkeypatch, float64):
+  """Pooled Spearman similarity (rank updates without a sort) on embeddings that ReLU maps never
+  give: negative values, ties across signs, exact zeros, and a row of ones but one value (removing
+  that value leaves [1, 1, 1, 0], not constant)."""
+  if not float64:
+    monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  rng = np.random.default_rng(27)
+  pooled = rng.standard_normal((7, 5))
+  pooled[1] = [1.0, 1.0, 1.0, -0.25, 1.0]
+  pooled[2] = [0.5, -0.5, 0.5, 0.0, -0.5]
+  pooled[3] = [-1.5, -0.75, 0.0, -0.75, -2.0]
+  pooled[4, 2] = 0.0
+  maps = _pooled_maps(pooled)
+  h = _human(28, 7)
+  head = ablation.PooledHead()
+  # Pearson agreement only: Spearman similarities of 5-d ranks tie often, and a Spearman
+  # agreement would rank the ties by their last-bit rounding (in the loop as in the engine).
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, similarity="spearman")
+  assert res.options["path"] == "pooled_spearman" and res.options["float64"] is float64
+  _check(res, reference(_np_pooled, maps, h, "spearman"), tol=1e-10 if float64 else 2e-6,
+         what=f"spearman similarity, signed values, {float64=}")
+  assert np.isfinite(res.per_image[1]).all()
