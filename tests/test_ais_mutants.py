@@ -850,3 +850,28 @@ def test_spearman_similarity_with_negative_tied_and_unit_values(monkeypatch, flo
   _check(res, reference(_np_pooled, maps, h, "spearman"), tol=1e-10 if float64 else 2e-6,
          what=f"spearman similarity, signed values, {float64=}")
   assert np.isfinite(res.per_image[1]).all()
+
+
+def test_spearman_removal_terms_exact_for_wide_embeddings():
+  """The rank-update products run in float32 only while 2 D^2 < 2^24 (exact there); at D = 8000
+  they must run in float64, and p, q, |rho^(k)|^2 equal the float64 loop exactly (half-integer
+  ranks: every sum is exact in float64). Float32 products are off by 0.25 here."""
+  d = 8000
+  rng = np.random.default_rng(29)
+  e = np.abs(rng.standard_normal((3, d)))
+  e[:, 0] = 100.0          # removing the largest value shifts the rank of every other entry
+  e[1, 7] = 0.0
+  ks = np.array([0, 7, 11])
+  rho = scipy.stats.rankdata(e, axis=1) - (d + 1) / 2
+  with precision.float64_scope():
+    base = ais._spearman_base(jnp.asarray(e))
+    p, q, norm, bad = (np.asarray(a) for a in ais.spearman_removal_terms(
+        base, jnp.asarray(ks), jnp.ones(len(ks), bool)))
+  for c, k in enumerate(ks):
+    ablated = e.copy()
+    ablated[:, k] = 0
+    change = scipy.stats.rankdata(ablated, axis=1) - (d + 1) / 2 - rho
+    np.testing.assert_array_equal(p[c], change @ rho.T, err_msg=f"p, k = {k}")
+    np.testing.assert_array_equal(q[c], change @ change.T, err_msg=f"q, k = {k}")
+    np.testing.assert_array_equal(norm[c], np.sum((rho + change) ** 2, axis=1), err_msg=f"k = {k}")
+  assert not bad.any()
