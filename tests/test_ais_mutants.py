@@ -875,3 +875,23 @@ def test_spearman_removal_terms_exact_for_wide_embeddings():
     np.testing.assert_array_equal(q[c], change @ change.T, err_msg=f"q, k = {k}")
     np.testing.assert_array_equal(norm[c], np.sum((rho + change) ** 2, axis=1), err_msg=f"k = {k}")
   assert not bad.any()
+
+
+@pytest.mark.parametrize("sim", ["pearson", "cosine", "spearman"])
+def test_float64_free_sparse_images(monkeypatch, sim):
+  """Images with one and two non-zero pooled values and no all-zero image (the cohort stays
+  defined): removing an image's only map empties it (its row and the cohort AIS of that map are
+  NaN); removing one of two leaves one value (defined); removing a map an image lacks changes
+  nothing there."""
+  monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  maps, h = _case(30, n=7)
+  maps[5, ..., 1:] = 0                  # image 5: map 0 only
+  maps[3, ..., 1] = maps[3, ..., 3:] = 0  # image 3: maps 0 and 2
+  maps[3, 0, 0, 2] = maps[5, 0, 0, 0] = 0.75
+  with jax.disable_jit():
+    res = ais.compute_ais(ablation.PooledHead(), maps, h, similarity=sim)
+  assert res.options["float64"] is False
+  ref = reference(_np_pooled, maps, h, sim)
+  _check(res, ref, tol=2e-6, what=f"f32 sparse images {sim}")
+  assert np.isnan(ref[1][0]) and np.isfinite(ref[1][1:]).all()
+  assert np.isnan(ref[0][5, 0]) and np.isfinite(ref[0][3]).all()
