@@ -240,15 +240,30 @@ def test_jitted_chunked_map_loop(head_name):
     assert whole.options["sub_batch"] == 36 and res.options["sub_batch"] == 12
 
 
-def test_fc_sub_batches_smaller_than_pairs(monkeypatch):
-  """fc7 runs on compacted sub-batches of active pairs: a sub-batch of 4 rows over 36 pairs."""
-  monkeypatch.setattr(ais, "SUB_BATCH", 4)
+@pytest.mark.parametrize("sub_batch", [4, 2])
+def test_fc_sub_batches_smaller_than_pairs(monkeypatch, sub_batch):
+  """fc7 runs on compacted sub-batches of active pairs: 23 active of 36 pairs in sub-batches of 4
+  (the last one 3 rows) or 2 (the last one a single row: the trip count must round up)."""
+  monkeypatch.setattr(ais, "SUB_BATCH", sub_batch)
   maps, h = _case(4)
   head = _fc_head()
   with jax.disable_jit():
     res = ais.compute_ais(head, maps, h)
-  assert res.options["sub_batch"] == 4
-  _check(res, reference(lambda m: _np_fc(head, m), maps, h), what="fc sub-batch 4")
+  assert res.options["sub_batch"] == sub_batch and res.active.sum() == 23
+  _check(res, reference(lambda m: _np_fc(head, m), maps, h), what=f"fc sub-batch {sub_batch}")
+
+
+def test_fc_last_chunk_past_the_last_map():
+  """Chunks of 2 slots over K = 5 maps: the last chunk (slots 4, 5) reads w1 rows 3-4 (clamped to
+  fit) and rolls them back into slot order. Map 4 is active here (``_case`` turns it off)."""
+  maps, h = _case(31)
+  maps[..., 4] = np.maximum(np.random.default_rng(32).standard_normal(maps.shape[:-1]), 0)
+  head = _fc_head()
+  budget = 2 * 2 * (6 * (2 * 8 * 8 + 7 * 8) + 2 * 6 * 7 * 8 + 4 * 36 * 8) / 2**30
+  with jax.disable_jit():
+    res = ais.compute_ais(head, maps, h, memory_budget_gb=budget)
+  assert res.options["chunk"] == 2 and res.active[:, 4].all()
+  _check(res, reference(lambda m: _np_fc(head, m), maps, h), what="fc, last chunk")
 
 
 @pytest.mark.parametrize("sim,score", [("pearson", "r"), ("cosine", "r2")])
