@@ -827,7 +827,9 @@ def test_cosine_of_constant_embedding_is_defined(monkeypatch, float64):
   if not float64:
     monkeypatch.setenv(precision.FLOAT64_ENV, "0")
   rng = np.random.default_rng(25)
-  maps = _pooled_maps(rng.uniform(0.2, 1.0, (7, 2)))
+  pooled = rng.uniform(0.2, 1.0, (7, 2))
+  pooled[3, 0] = 0.0           # image 3's full embedding is constant too: [p1, p1, p1]
+  maps = _pooled_maps(pooled)
   h = _human(26, 7)
   head = ablation.GenericHead(embed=_tied_embed)
   with jax.disable_jit():
@@ -836,7 +838,9 @@ def test_cosine_of_constant_embedding_is_defined(monkeypatch, float64):
   # float32 embeddings of nearly parallel vectors (cosines near 1): 3e-6 here.
   ref = reference(_np_tied, maps, h, "cosine")
   _check(res, ref, tol=1e-10 if float64 else 1e-5, what=f"constant ablated embedding, {float64=}")
-  assert np.isfinite(res.per_image).all()
+  defined = np.ones(res.per_image.shape, bool)
+  defined[3, 1] = False        # image 3 without map 1 is all zero
+  assert np.isfinite(res.per_image[defined]).all() and np.isnan(res.per_image[3, 1])
   # Removing map 0 (or 1) from every image leaves every embedding parallel: all cosines 1.
   assert np.isnan(ref[1]).all()
 
@@ -894,8 +898,8 @@ def test_spearman_removal_terms_exact_for_wide_embeddings():
 
 @pytest.mark.parametrize("sim", ["pearson", "cosine", "spearman"])
 def test_float64_free_sparse_images(monkeypatch, sim):
-  """Images with one and two non-zero pooled values and no all-zero image (the cohort stays
-  defined): removing an image's only map empties it (its row and the cohort AIS of that map are
+  """Images with one and two non-zero pooled values, one of ones, and no all-zero image (the
+  cohort stays defined): removing an image's only map empties it (its row and the cohort AIS of that map are
   NaN); removing one of two leaves one value (defined); removing a map an image lacks changes
   nothing there."""
   monkeypatch.setenv(precision.FLOAT64_ENV, "0")
@@ -903,6 +907,7 @@ def test_float64_free_sparse_images(monkeypatch, sim):
   maps[5, ..., 1:] = 0                  # image 5: map 0 only
   maps[3, ..., 1] = maps[3, ..., 3:] = 0  # image 3: maps 0 and 2
   maps[3, 0, 0, 2] = maps[5, 0, 0, 0] = 0.75
+  maps[6, ..., :4] = 1.0                # image 6: [1, 1, 1, 1, 0] (counting non-ones is wrong)
   with jax.disable_jit():
     res = ais.compute_ais(ablation.PooledHead(), maps, h, similarity=sim)
   assert res.options["float64"] is False
