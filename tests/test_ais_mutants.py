@@ -942,3 +942,17 @@ def test_float64_free_fast_precision(monkeypatch):
     res = ais.compute_ais(head, maps, h, precision="fast")
   assert res.options["precision"] == "fast" and res.options["float64"] is False
   _check(res, reference(lambda m: _np_fc(head, m), maps, h), tol=2e-3, what="f32 fast")
+
+
+@pytest.mark.parametrize("path", [None, "pooled_dense"])
+def test_cosine_of_constant_pooled_embedding(path):
+  """Pooled head, cosine: an image whose pooled values are all equal has ordinary cosines
+  (undefined only when all zero), in the baseline and after a map is removed elsewhere."""
+  rng = np.random.default_rng(35)
+  pooled = rng.uniform(0.1, 1.0, (6, 4))
+  pooled[2] = 0.5
+  maps, h = _pooled_maps(pooled), _human(36, 6)
+  with jax.disable_jit():
+    res = ais.compute_ais(ablation.PooledHead(), maps, h, similarity="cosine", path=path)
+  _check(res, reference(_np_pooled, maps, h, "cosine"), what=f"cosine, constant image, {path}")
+  assert np.isfinite(res.baseline_rows).all() and np.isfinite(res.per_image).all()
