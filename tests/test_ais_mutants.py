@@ -589,6 +589,18 @@ def test_non_finite_maps_are_located_in_blocks():
   _raises(UserInputError, f"maps: NaN or inf values at {shown} and more; feature maps must be "
           "finite (check the images and the trunk's precision)",
           lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
+  maps[3, 0, 0, 6:10] = np.inf      # exactly 10 in the first block, one more in the second
+  maps[65, 0, 0, :6] = 1
+  maps[65, 0, 0, 11] = np.nan
+  shown = ", ".join(f"(image 3, map {k})" for k in range(10))
+  _raises(UserInputError, f"maps: NaN or inf values at {shown} and more; feature maps must be "
+          "finite (check the images and the trunk's precision)",
+          lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
+  maps[:] = 1
+  maps[0, 0, 0, 5] = np.nan         # the very first image
+  _raises(UserInputError, "maps: NaN or inf values at (image 0, map 5); feature maps must be "
+          "finite (check the images and the trunk's precision)",
+          lambda: ais.compute_ais(ablation.PooledHead(), maps, h))
 
 
 # ----------------------------------------------------------------------------------------------
