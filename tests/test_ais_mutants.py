@@ -967,3 +967,14 @@ def test_cosine_of_constant_pooled_embedding(path):
     res = ais.compute_ais(ablation.PooledHead(), maps, h, similarity="cosine", path=path)
   _check(res, reference(_np_pooled, maps, h, "cosine"), what=f"cosine, constant image, {path}")
   assert np.isfinite(res.baseline_rows).all() and np.isfinite(res.per_image).all()
+
+
+def test_float64_free_takes_float64_maps(monkeypatch):
+  """float64 maps on the float64-free path are cast to float32 first (the same AIS as float32
+  maps of the same values)."""
+  monkeypatch.setenv(precision.FLOAT64_ENV, "0")
+  maps, h = _case(37, n=5)
+  with jax.disable_jit():
+    res = ais.compute_ais(ablation.PooledHead(), maps.astype(np.float64), h)
+  assert res.options["float64"] is False
+  _check(res, reference(_np_pooled, maps, h), tol=2e-6, what="f32 path, float64 maps")
