@@ -10,7 +10,7 @@
 #   MUTATION_TIME_LIMIT=1800 bash experiments/mutation.sh saliency
 #                                  # stop after 30 min; unfinished mutants count as "not checked"
 #   MUTMUT_CHILDREN=2 MUTATION_WORKDIR=/tmp/mut bash experiments/mutation.sh ais ...
-#                                  # two workers; the clone in /tmp/mut/repo answers
+#                                  # two workers; the clone in /tmp/mut/repo (removed at the end) answers
 #                                  # `mutmut results` while the run goes on (cheapest mutants first)
 #
 # Each run works in a fresh clone of the current commit under $TMPDIR (the working tree is never
@@ -84,7 +84,11 @@ EOF
     done
   } > "$out"
   cd "$repo"
-  rm -rf "$work"
+  if [[ -n "${MUTATION_WORKDIR:-}" ]]; then  # the caller's directory: only what the run put there
+    rm -rf "$work/repo" "$work/jax_cache"
+  else
+    rm -rf "$work"
+  fi
   head -8 "$out"
 }
 

@@ -57,7 +57,8 @@ def main(results, test_cmd, names):
     subprocess.run(["git", "clone", "-q", REPO, work], check=True)
     if subprocess.run(test_cmd, shell=True, cwd=work, capture_output=True).returncode:
       sys.exit(f"control failed: {test_cmd!r} fails on the unmutated code")
-    print(f"# {test_cmd} (passes at {subprocess.check_output(['git', '-C', work, 'rev-parse', '--short', 'HEAD'], text=True).strip()})", flush=True)
+    head = subprocess.check_output(["git", "-C", work, "rev-parse", "--short", "HEAD"], text=True)
+    print(f"# {test_cmd} (passes at {head.strip()})", flush=True)
     for name in names:
       module = re.fullmatch(r"(ais_jax(?:\.\w+)*?)\.x_\w+__mutmut_\d+", name).group(1)
       path = os.path.join(work, *module.split(".")) + ".py"

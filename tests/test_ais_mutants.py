@@ -910,9 +910,9 @@ def test_spearman_removal_terms_exact_for_wide_embeddings():
 @pytest.mark.parametrize("sim", ["pearson", "cosine", "spearman"])
 def test_float64_free_sparse_images(monkeypatch, sim):
   """Images with one and two non-zero pooled values, one of ones, and no all-zero image (the
-  cohort stays defined): removing an image's only map empties it (its row and the cohort AIS of that map are
-  NaN); removing one of two leaves one value (defined); removing a map an image lacks changes
-  nothing there."""
+  cohort stays defined): removing an image's only map empties it (its row and the cohort AIS of
+  that map are NaN); removing one of two leaves one value (defined); removing a map an image
+  lacks changes nothing there."""
   monkeypatch.setenv(precision.FLOAT64_ENV, "0")
   maps, h = _case(30, n=7)
   maps[5, ..., 1:] = 0                  # image 5: map 0 only
