@@ -4,10 +4,11 @@ Usage:
   python experiments/mutation_apply.py RESULTS_FILE "TEST COMMAND" MUTANT...
 
 For each mutant named in RESULTS_FILE (a file written by experiments/mutation.sh: the ``== name``
-lines and the one-line ``-``/``+`` diffs under them), a clean clone of this repository's HEAD
-gets that single line replaced inside the mutated function, the test command runs in the clone
-and the mutant is printed as ``killed`` (the command failed) or ``survived``. The command must pass
-on the unmutated code first (the control), or nothing is checked.
+lines and the ``-``/``+`` diff lines under them), a clean clone of this repository's HEAD gets
+the ``-`` lines (consecutive) replaced by the ``+`` lines inside the mutated function, the test
+command runs in the clone and the mutant is printed as ``killed`` (the command failed) or
+``survived``. The command must pass on the unmutated code first (the control), or nothing is
+checked.
 
 Two uses (BUILD.md, "Mutation testing"): tests added after a long run started (the run cloned an
 earlier commit), and tests that run the library in a subprocess (tests/test_sharding.py: 8 fake
@@ -37,17 +38,21 @@ def read_diffs(results):
 
 
 def mutate(source, name, old, new):
-  """``source`` with the one line ``old`` of the mutant's function replaced by ``new``."""
+  """``source`` with the consecutive lines ``old`` of the mutant's function replaced by ``new``
+  (indented like the first line of ``old``: mutmut joins the lines of one statement)."""
   func = re.fullmatch(r"[\w.]+\.x_(\w+?)__mutmut_\d+", name).group(1)
   start = source.index(f"\ndef {func}(")
   end = source.find("\ndef ", start + 1)
   end = len(source) if end < 0 else end
   lines = source[start:end].split("\n")
-  hits = [i for i, line in enumerate(lines) if line.strip() == old.strip()]
+  want = [line.strip() for line in old]
+  hits = [i for i in range(len(lines) - len(old) + 1)
+          if [line.strip() for line in lines[i:i + len(old)]] == want]
   if len(hits) != 1:
-    raise ValueError(f"{name}: the mutated line occurs {len(hits)} times in {func}")
-  line = lines[hits[0]]
-  lines[hits[0]] = line[:len(line) - len(line.lstrip())] + new.strip()
+    raise ValueError(f"{name}: the mutated lines occur {len(hits)} times in {func}")
+  first = lines[hits[0]]
+  indent = first[:len(first) - len(first.lstrip())]
+  lines[hits[0]:hits[0] + len(old)] = [indent + line.strip() for line in new]
   return source[:start] + "\n".join(lines) + source[end:]
 
 
@@ -65,11 +70,8 @@ def main(results, test_cmd, names):
       with open(path) as f:
         clean = f.read()
       old, new = diffs[name]
-      if len(old) != 1 or len(new) != 1:
-        print(name, "not applied (a multi-line diff)", flush=True)
-        continue
       with open(path, "w") as f:
-        f.write(mutate(clean, name, old[0], new[0]))
+        f.write(mutate(clean, name, old, new))
       failed = subprocess.run(test_cmd, shell=True, cwd=work, capture_output=True).returncode
       print(name, "killed" if failed else "survived", flush=True)
       with open(path, "w") as f:

@@ -353,6 +353,9 @@ def test_float64_free_r2(monkeypatch):
   with jax.disable_jit():
     r2 = ais.compute_ais(ablation.PooledHead(), maps, h, cohort_score="r2")
   assert r2.options["float64"] is False
+  # The documented dtypes hold on this path too (its kernel computes in float32).
+  assert r2.per_image.dtype == r2.cohort.dtype == r2.baseline_rows.dtype == np.float64
+  assert isinstance(r2.baseline, float) and r2.embeddings.dtype == np.float32
   _check(r2, reference(_np_pooled, maps, h, score="r2"), tol=2e-6, what="f32 r2")
 
 
@@ -400,6 +403,8 @@ def test_undefined_values(path):
       _check_undefined(res, ref)
       assert res.undefined["per_image"]["locations"] == [{"image": 5, "map": 0}]
       assert np.isnan(res.cohort).sum() == np.isnan(ref[1]).sum() == 1  # map 0 empties image 5
+      assert res.undefined["cohort"]["locations"] == [{"map": 0}]
+      assert res.undefined["cohort"]["per_map"] == {0: 1}
     maps[4] = 0             # an all-zero image: rows that use it and the cohort are NaN
     res = ais.compute_ais(head, maps, h, path=path)
   ref = reference(_np_pooled, maps, h)
@@ -648,6 +653,11 @@ def test_plan_details():
   assert _plan(fc).sub_batch == 36
   assert _plan(fc, budget_bytes=5856).sub_batch == 6 and _plan(fc, budget_bytes=5855).chunk == 1
   assert _plan(ablation.PooledHead()).sub_batch == 1
+  # Below one chunk's pairs (t = 6 here) the budget term binds: 3 rows of 4 (D1 + D2) x 8 bytes.
+  assert _plan(fc, budget_bytes=4 * 15 * 8 * 3).sub_batch == 3
+  assert _plan(fc, budget_bytes=4 * 15 * 8 * 3 - 1).sub_batch == 2
+  assert _plan(fc, budget_bytes=4 * 15 * 4 * 3, precision="float32").sub_batch == 3
+  assert _plan(fc, budget_bytes=1).sub_batch == 1   # never below one row
   # generic with a pooled or fc head: the reference from that head.
   assert _plan(ablation.PooledHead(), path="generic").generic_kind == "pooled"
   assert _plan(fc, path="generic").generic_kind == "fc"
