@@ -145,7 +145,6 @@ class _Plan:
   generic_kind: str = "user"  # 'user': embed(maps, keep); 'pooled' | 'fc': reference from the head
   mesh: Any = None
   image_devices: int = 1
-  map_devices: int = 1
   float64: bool = True      # False: the float64-free path (float32 compensated)
   row_block: int = 0        # > 0: rows of the n x n matrices per step (pooled_rank_one, float64,
                             # Pearson agreement) when one map's whole matrices exceed the budget
@@ -728,7 +727,10 @@ def _kernel(plan: _Plan, head, maps, human):
   if plan.mesh is None:
     rows, cohort = local(*args)
   else:
-    spec_k, spec_t, rep = PartitionSpec(MAP_AXIS), PartitionSpec(IMAGE_AXIS), PartitionSpec()
+    # A mesh may have only one of the two axes: the other one is then not split.
+    map_axis = MAP_AXIS if MAP_AXIS in plan.mesh.shape else None
+    image_axis = IMAGE_AXIS if IMAGE_AXIS in plan.mesh.shape else None
+    spec_k, spec_t, rep = PartitionSpec(map_axis), PartitionSpec(image_axis), PartitionSpec()
     in_specs = (spec_k, spec_k, spec_t, spec_t, rep, rep, rep, rep)
     # Place the inputs as the specs say (needed for meshes with explicit axes).
     explicit = all(t == jax.sharding.AxisType.Explicit for t in plan.mesh.axis_types)
@@ -738,7 +740,7 @@ def _kernel(plan: _Plan, head, maps, human):
         for a, spec in zip(args, in_specs))
     rows, cohort = jax.shard_map(
         local, mesh=plan.mesh, in_specs=in_specs,
-        out_specs=(PartitionSpec(MAP_AXIS, IMAGE_AXIS), PartitionSpec(MAP_AXIS)),
+        out_specs=(PartitionSpec(map_axis, image_axis), spec_k),
         check_vma=False)(*args)
     # Replicated on every device (and process): slicing needs it with explicit axes, and every
     # process of a multi-process run then holds the whole result.
@@ -771,7 +773,7 @@ def _head_path(head, similarity: str) -> str:
                   f"variables)), got {type(head).__name__}")
 
 
-def _plan(head, maps_shape, maps_dtype, *, similarity, comparison, precision, memory_budget_gb,
+def _plan(head, maps_shape, *, similarity, comparison, precision, memory_budget_gb,
           mesh, path=None, float64=True) -> _Plan:
   n, h, w, k = maps_shape
   cfg = resolve(precision, float64)
@@ -830,7 +832,7 @@ def _plan(head, maps_shape, maps_dtype, *, similarity, comparison, precision, me
                image_pad=image_pad,
                generic_embed=head.embed if isinstance(head, GenericHead) else None,
                generic_kind=generic_kind, mesh=mesh, image_devices=image_devices,
-               map_devices=map_devices, float64=float64, row_block=row_block)
+               float64=float64, row_block=row_block)
 
 
 def _check_options(similarity, comparison, cohort_score, precision):
@@ -926,8 +928,13 @@ def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: s
     raise ValueError(f"path={path!r} needs a PooledHead, got {type(head).__name__}")
   if path == "fc" and not isinstance(head, FcHead):
     raise ValueError(f"path='fc' needs an FcHead, got {type(head).__name__}")
+  if mesh is not None and not set(mesh.axis_names) <= {IMAGE_AXIS, MAP_AXIS}:
+    raise ValueError(f"mesh axes {tuple(mesh.axis_names)} are not {IMAGE_AXIS!r} and/or "
+                     f"{MAP_AXIS!r}: name the axis that splits the images {IMAGE_AXIS!r} and "
+                     f"the one that splits the maps {MAP_AXIS!r} (ais_jax.distributed.global_mesh "
+                     "builds such a mesh)")
   use64 = float64_enabled()
-  plan = _plan(head, maps.shape, maps.dtype, similarity=similarity, comparison=comparison,
+  plan = _plan(head, maps.shape, similarity=similarity, comparison=comparison,
                precision=precision, memory_budget_gb=memory_budget_gb, mesh=mesh, path=path,
                float64=use64)
   fn = _jitted(plan)
@@ -969,7 +976,8 @@ def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: s
   options = {"similarity": similarity, "comparison": comparison, "cohort_score": cohort_score,
              "precision": precision, "path": plan.path, "chunk": plan.chunk, "row_block": plan.row_block,
              "sub_batch": plan.sub_batch, "memory_budget_gb": memory_budget_gb,
-             "mesh": dict(mesh.shape) if mesh is not None else None, "float64": use64}
+             "mesh": dict(plan.mesh.shape) if plan.mesh is not None else None,
+             "float64": use64}
   return AisResult(per_image=per_image, cohort=cohort_ais,
                    embeddings=np.asarray(embeddings, np.float32),
                    baseline_rows=base_rows, baseline=base_cohort,

@@ -287,9 +287,9 @@ def test_row_blocks_only_for_pearson_rank_one():
     assert spear.options["row_block"] == 0
     dense = ais.compute_ais(head, maps, h, memory_budget_gb=1e-7, path="pooled_dense")
     assert dense.options["row_block"] == 0
-  p8 = ais._plan(head, (8, 4, 4, 5), np.float32, similarity="pearson", comparison="pearson",
+  p8 = ais._plan(head, (8, 4, 4, 5), similarity="pearson", comparison="pearson",
                  precision="exact", memory_budget_gb=1e-7, mesh=None)
-  p9 = ais._plan(head, (9, 4, 4, 5), np.float32, similarity="pearson", comparison="pearson",
+  p9 = ais._plan(head, (9, 4, 4, 5), similarity="pearson", comparison="pearson",
                  precision="exact", memory_budget_gb=1e-7, mesh=None)
   assert p8.row_block == 0 and p9.row_block == 5 and p9.image_pad == 10
 
@@ -615,7 +615,7 @@ def test_non_finite_maps_are_located_in_blocks():
 def _plan(head, shape=(6, 4, 4, 5), budget_bytes=2 * 2**30, **kw):
   kw = {"similarity": "pearson", "comparison": "pearson", "precision": "exact", "mesh": None,
         **kw}
-  return ais._plan(head, shape, np.float32, memory_budget_gb=budget_bytes / 2**30, **kw)
+  return ais._plan(head, shape, memory_budget_gb=budget_bytes / 2**30, **kw)
 
 
 @pytest.mark.parametrize("path,sim,prec,per_map", [
@@ -641,7 +641,7 @@ def test_plan_chunks(path, sim, prec, per_map):
     assert (plan.path, plan.chunk, plan.map_pad, plan.row_block) == (path, chunk, 6, 0), fits
     assert p(fits * per_map - 1).chunk == {1: 1, 2: 1, 3: 2, 4: 3, 5: 3, 6: 3, 60: 6}[fits]
   plan = p(per_map)
-  assert plan.num_maps == 5 and plan.image_pad == 6 and plan.image_devices == plan.map_devices == 1
+  assert plan.num_maps == 5 and plan.image_pad == 6 and plan.image_devices == 1
   assert plan.similarity == sim and plan.comparison == "pearson" and plan.float64
   assert plan.head_dtype == (jnp.float64 if prec == "exact" else jnp.float32)
   assert p(1).chunk == 1  # never below one map per chunk
@@ -722,6 +722,10 @@ def test_one_device_mesh():
   res = ais.compute_ais(head, maps, h, mesh=mesh, similarity="cosine")
   assert res.options["mesh"] == {"images": 1, "maps": 1}
   _check(res, reference(_np_pooled, maps, h, "cosine"), what="mesh")
+  _raises(ValueError, "mesh axes ('images', 'data') are not 'images' and/or 'maps': name the axis "
+          "that splits the images 'images' and the one that splits the maps 'maps' "
+          "(ais_jax.distributed.global_mesh builds such a mesh)",
+          lambda: ais.compute_ais(head, maps, h, mesh=jax.make_mesh((1, 1), ("images", "data"))))
 
 
 def test_row_blocks_tiny_human_scale():

@@ -136,7 +136,7 @@ def test_kernel_computes_nothing_in_float64(golden, head_name):
   maps = jnp.asarray(golden["F"], jnp.float32)
   for sim in ("pearson", "spearman", "cosine"):
     for path in (None, "generic"):
-      plan = ais._plan(head, maps.shape, np.float32, similarity=sim, comparison="spearman",
+      plan = ais._plan(head, maps.shape, similarity=sim, comparison="spearman",
                        precision="exact", memory_budget_gb=1.0, mesh=None, path=path,
                        float64=False)
       with jax.enable_x64(True):

@@ -1,6 +1,7 @@
 """Image and map axes split over 8 fake CPU devices give the same AIS as one device, on every
 engine path (fc, pooled rank-one with and without row blocks, pooled Spearman, pooled dense), in
-float64 and on the float64-free path.
+float64 and on the float64-free path; on meshes with explicit and with Auto axes, and on meshes
+with only one of the two axes.
 
 The device count must be set before jax is imported, so the check runs in a subprocess.
 """
@@ -22,7 +23,12 @@ SCRIPT = textwrap.dedent("""
     g = dict(np.load(sys.argv[1]))
     assert len(jax.devices()) == 8, jax.devices()
     fc = ablation.FcHead(w1=g["W1"].T, b1=g["b1"], w2=g["W2"].T, b2=g["b2"], pool_window=2)
-    mesh = jax.make_mesh((2, 4), ("images", "maps"))
+    mesh = jax.make_mesh((2, 4), ("images", "maps"))   # explicit axes
+    # jax.sharding.Mesh's axes are Auto (placed by sharding constraints, not resharded); a mesh
+    # may also have only one of the two axes.
+    auto = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ("images", "maps"))
+    maps_only = jax.sharding.Mesh(np.array(jax.devices()), ("maps",))
+    images_only = jax.make_mesh((8,), ("images",))
     pooled = ablation.PooledHead()
     # name, head, options, float64, budget (GB), golden key (15 images over 2 devices: padded)
     cases = [
@@ -37,13 +43,17 @@ SCRIPT = textwrap.dedent("""
         ("f32_gap_spearman", pooled, {"similarity": "spearman"}, False, 2.0,
          "gap_spearman_pearson"),
         ("f32_gap_dense", pooled, {"path": "pooled_dense"}, False, 2.0, "gap_pearson_pearson"),
+        ("auto_gap", pooled, {}, True, 2.0, "gap_pearson_pearson", auto),
+        ("maps_only_fc", fc, {}, True, 2.0, "fc_pearson_pearson", maps_only),
+        ("f32_images_only_gap_spearman", pooled, {"similarity": "spearman"}, False, 2.0,
+         "gap_spearman_pearson", images_only),
     ]
     out = {}
-    for name, head, options, float64, budget, key in cases:
+    for name, head, options, float64, budget, key, *on in cases:
       os.environ["AIS_JAX_FLOAT64"] = "1" if float64 else "0"
       plain = ais.compute_ais(head, g["F"], g["H"], **options)
-      sharded = ais.compute_ais(head, g["F"], g["H"], mesh=mesh, memory_budget_gb=budget,
-                                **options)
+      sharded = ais.compute_ais(head, g["F"], g["H"], mesh=(on or [mesh])[0],
+                                memory_budget_gb=budget, **options)
       out[name] = {
           "per_image": float(np.max(np.abs(sharded.per_image - plain.per_image))),
           "cohort": float(np.max(np.abs(sharded.cohort - plain.cohort))),
@@ -67,9 +77,11 @@ def test_sharded_equals_unsharded():
                         env=env, cwd=REPO, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert len(result) == 9
+  assert len(result) == 12
+  meshes = {"auto_gap": {"images": 4, "maps": 2}, "maps_only_fc": {"maps": 8},
+            "f32_images_only_gap_spearman": {"images": 8}}
   for name, r in result.items():
-    assert r["mesh"] == {"images": 2, "maps": 4}, name
+    assert r["mesh"] == meshes.get(name, {"images": 2, "maps": 4}), name
     assert r["float64"] is not name.startswith("f32"), (name, r)
     # float64: the same sums in another order; float64-free: compensated float32 sums.
     same, golden = (1e-12, 1e-10) if r["float64"] else (1e-6, 2e-6)
