@@ -15,7 +15,7 @@ import textwrap
 from conftest import GOLDEN, REPO
 
 SCRIPT = textwrap.dedent("""
-    import json, os, sys
+    import functools, json, os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import numpy as np
     import jax
@@ -65,7 +65,18 @@ SCRIPT = textwrap.dedent("""
           "zero": float(sharded.per_image[2, 4]),
           "mesh": sharded.options["mesh"],
       }
-    print(json.dumps(out))
+    # The work is split: each device's part of the map slots and of the target images.
+    split = {}
+    for name, on in (("explicit", mesh), ("auto", auto), ("maps_only", maps_only),
+                     ("images_only", images_only)):
+      plan = ais._plan(pooled, g["F"].shape, similarity="pearson", comparison="pearson",
+                       precision="exact", memory_budget_gb=2.0, mesh=on)
+      with jax.enable_x64(True):
+        jaxpr = jax.make_jaxpr(functools.partial(ais._kernel, plan))(pooled, g["F"], g["H"])
+      shard_maps = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "shard_map"]
+      local = [v.aval.shape[0] for v in shard_maps[0].params["jaxpr"].invars[:4]]
+      split[name] = [plan.map_pad, plan.image_pad, len(shard_maps), *local]
+    print(json.dumps({"cases": out, "split": split}))
 """)
 
 
@@ -76,7 +87,8 @@ def test_sharded_equals_unsharded():
   proc = subprocess.run([sys.executable, "-c", SCRIPT, GOLDEN], capture_output=True, text=True,
                         env=env, cwd=REPO, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  printed = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = printed["cases"]
   assert len(result) == 12
   meshes = {"auto_gap": {"images": 4, "maps": 2}, "maps_only_fc": {"maps": 8},
             "f32_images_only_gap_spearman": {"images": 8}}
@@ -91,3 +103,12 @@ def test_sharded_equals_unsharded():
   assert result["gap_row_blocks"]["row_block"] > 0 and result["gap"]["row_block"] == 0
   assert result["gap_spearman"]["path"] == result["f32_gap_spearman"]["path"] == "pooled_spearman"
   assert result["gap_dense"]["path"] == result["f32_gap_dense"]["path"] == "pooled_dense"
+  # Each device holds its share of the map slots (K = 6 maps + the baseline slot, padded) and of
+  # the 15 target images (padded), in the order (map slots, their validity, targets, validity).
+  devices = {"explicit": (4, 2), "auto": (2, 4), "maps_only": (8, 1), "images_only": (1, 8)}
+  for name, (map_devices, image_devices) in devices.items():
+    map_pad, image_pad, shard_maps, *local = printed["split"][name]
+    assert shard_maps == 1, name
+    assert map_pad >= 7 and map_pad % map_devices == 0 and 15 <= image_pad < 15 + image_devices
+    assert image_pad % image_devices == 0, name
+    assert local == [map_pad // map_devices] * 2 + [image_pad // image_devices] * 2, name
