@@ -903,8 +903,8 @@ def compute_ais(head, maps, human, *, similarity: str = "pearson", comparison: s
       map's whole n x n matrices, the pooled rank-one path (float64, Pearson agreement) splits
       their rows into blocks (``options['row_block']``; the same AIS within rounding); the other
       paths cannot go below one map per chunk.
-    mesh: optional ``jax.sharding.Mesh`` with axes 'images' and/or 'maps' to split the targets
-      and the maps over devices.
+    mesh: optional ``jax.sharding.Mesh`` with axes 'images' and/or 'maps' (explicit or Auto) to
+      split the targets and the maps over devices; an axis the mesh lacks is not split.
     path: force a computation path, one of :data:`PATHS` ('generic' is the reference for every
       head type; 'pooled_dense' builds every ablated embedding instead of the pooled update
       paths; 'pooled_rank_one' / 'pooled_spearman' both pick the update path of the similarity);
