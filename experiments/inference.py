@@ -42,8 +42,9 @@ _common.define_flag(flags.DEFINE_integer, "top_m", 10, "Size of the top set whos
 
 FLAG_NAMES = ("arch", "weights", "images", "image_list", "tfds_data_dir", "human_subjects",
               "human_key", "human_kind", "dataset", "data_dir", "compare_weights", "similarity",
-              "comparison", "cohort_score", "precision", "batch_size", "bootstrap", "permutations", "bootstrap_seed",
-              "permutation_seed", "split_seed", "split_halves", "top_m", "overwrite", "out")
+              "comparison", "cohort_score", "precision", "batch_size", "bootstrap", "permutations",
+              "bootstrap_seed", "permutation_seed", "split_seed", "split_halves", "top_m",
+              "overwrite", "out")
 
 
 def main(argv):

@@ -10,8 +10,8 @@
 #   MUTATION_TIME_LIMIT=1800 bash experiments/mutation.sh saliency
 #                                  # stop after 30 min; unfinished mutants count as "not checked"
 #   MUTMUT_CHILDREN=2 MUTATION_WORKDIR=/tmp/mut bash experiments/mutation.sh ais ...
-#                                  # two workers; the clone in /tmp/mut/repo (removed at the end) answers
-#                                  # `mutmut results` while the run goes on (cheapest mutants first)
+#                                  # two workers; the clone in /tmp/mut/repo (removed at the end)
+#                                  # answers `mutmut results` while the run goes on (cheapest first)
 #
 # Each run works in a fresh clone of the current commit under $TMPDIR (the working tree is never
 # touched), mutates one module, runs the tests listed for it against every mutant (mutmut runs only

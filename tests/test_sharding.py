@@ -31,6 +31,7 @@ SCRIPT = textwrap.dedent("""
     images_only = jax.make_mesh((8,), ("images",))
     pooled = ablation.PooledHead()
     # name, head, options, float64, budget (GB), golden key (15 images over 2 devices: padded)
+    # and, where it is not `mesh`, the mesh
     cases = [
         ("fc", fc, {}, True, 2.0, "fc_pearson_pearson"),
         ("gap", pooled, {}, True, 2.0, "gap_pearson_pearson"),
@@ -49,11 +50,12 @@ SCRIPT = textwrap.dedent("""
          "gap_spearman_pearson", images_only),
     ]
     out = {}
-    for name, head, options, float64, budget, key, *on in cases:
+    for name, head, options, float64, budget, key, *other_mesh in cases:  # default: `mesh`
       os.environ["AIS_JAX_FLOAT64"] = "1" if float64 else "0"
       plain = ais.compute_ais(head, g["F"], g["H"], **options)
-      sharded = ais.compute_ais(head, g["F"], g["H"], mesh=(on or [mesh])[0],
-                                memory_budget_gb=budget, **options)
+      on = other_mesh[0] if other_mesh else mesh
+      sharded = ais.compute_ais(head, g["F"], g["H"], mesh=on, memory_budget_gb=budget,
+                                **options)
       out[name] = {
           "per_image": float(np.max(np.abs(sharded.per_image - plain.per_image))),
           "cohort": float(np.max(np.abs(sharded.cohort - plain.cohort))),
